@@ -1,0 +1,164 @@
+// Package config is Spangraph's one configuration: a YAML file, then
+// environment variables, then command-line flags, each overriding the one
+// before, validated at start with errors that name the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/spangraph/spangraph/pkg/receiver"
+	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/spanmetrics"
+)
+
+// Config is everything a Spangraph process is told.
+type Config struct {
+	// DataDir holds one TSDB per tenant.
+	DataDir string `yaml:"data_dir"`
+	// OTLPGRPC, OTLPHTTP and HTTP are listen addresses; empty disables.
+	OTLPGRPC string `yaml:"otlp_grpc"`
+	OTLPHTTP string `yaml:"otlp_http"`
+	HTTP     string `yaml:"http"`
+	// CollectionInterval is how often series are written to the store.
+	CollectionInterval time.Duration `yaml:"collection_interval"`
+	// Retention is how long the store keeps samples.
+	Retention time.Duration `yaml:"retention"`
+	// MaxExemplars sizes the exemplar store of each tenant; 0 disables.
+	MaxExemplars int64 `yaml:"max_exemplars"`
+	// MaxTenants caps the tenants one process serves.
+	MaxTenants int `yaml:"max_tenants"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+
+	Receiver    receiver.Config    `yaml:"receiver"`
+	Registry    registry.Config    `yaml:"registry"`
+	SpanMetrics spanmetrics.Config `yaml:"spanmetrics"`
+}
+
+// Default returns the defaults of every key.
+func Default() Config {
+	return Config{
+		DataDir:            "./data",
+		OTLPGRPC:           ":4317",
+		OTLPHTTP:           ":4318",
+		HTTP:               ":9097",
+		CollectionInterval: 15 * time.Second,
+		Retention:          24 * time.Hour,
+		MaxExemplars:       100_000,
+		MaxTenants:         100,
+		LogLevel:           "info",
+		Receiver:           receiver.DefaultConfig(),
+		Registry:           registry.DefaultConfig(),
+		SpanMetrics:        spanmetrics.DefaultConfig(),
+	}
+}
+
+// Validate checks every key; the error names the first bad one.
+func (c *Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("data_dir: required")
+	case c.CollectionInterval < time.Second:
+		return fmt.Errorf("collection_interval: must be at least 1s, got %s", c.CollectionInterval)
+	case c.Retention < c.CollectionInterval:
+		return fmt.Errorf("retention: must be at least collection_interval (%s), got %s", c.CollectionInterval, c.Retention)
+	case c.MaxExemplars < 0:
+		return fmt.Errorf("max_exemplars: must not be negative, got %d", c.MaxExemplars)
+	case c.MaxTenants < 1:
+		return fmt.Errorf("max_tenants: must be at least 1, got %d", c.MaxTenants)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	if err := c.Receiver.Validate("receiver"); err != nil {
+		return err
+	}
+	if err := c.Registry.Validate("registry"); err != nil {
+		return err
+	}
+	return c.SpanMetrics.Validate("spanmetrics")
+}
+
+// LoadFile reads a YAML file over c. Unknown keys are errors: a misspelt
+// key silently ignored is a setting silently not applied.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config_file: %w", err)
+	}
+	if err := c.LoadYAML(data); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadYAML decodes YAML over c.
+func (c *Config) LoadYAML(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return errors.New(strings.ReplaceAll(err.Error(), " in type config.Config", ""))
+	}
+	return nil
+}
+
+// Flags are the command-line settings that override the file; Apply copies
+// the ones given on the command line into a Config.
+type Flags struct {
+	set                *flag.FlagSet
+	ConfigFile         string
+	dataDir            string
+	otlpGRPC, otlpHTTP string
+	http               string
+	collectionInterval time.Duration
+}
+
+// RegisterFlags defines the flags on fs.
+func RegisterFlags(fs *flag.FlagSet) *Flags {
+	d := Default()
+	f := &Flags{set: fs}
+	fs.StringVar(&f.ConfigFile, "config", "", "YAML config file; flags override it")
+	fs.StringVar(&f.dataDir, "data-dir", d.DataDir, "directory of the embedded store (data_dir)")
+	fs.StringVar(&f.otlpGRPC, "otlp-grpc", d.OTLPGRPC, "OTLP/gRPC listen address, empty to disable (otlp_grpc)")
+	fs.StringVar(&f.otlpHTTP, "otlp-http", d.OTLPHTTP, "OTLP/HTTP listen address, empty to disable (otlp_http)")
+	fs.StringVar(&f.http, "http", d.HTTP, "Prometheus-compatible query API, /metrics and health (http)")
+	fs.DurationVar(&f.collectionInterval, "collection-interval", d.CollectionInterval, "how often series are written to the store (collection_interval)")
+	return f
+}
+
+// Load builds the config: defaults, then the file, then the flags that
+// were set, then validation.
+func (f *Flags) Load() (Config, error) {
+	c := Default()
+	if f.ConfigFile != "" {
+		if err := c.LoadFile(f.ConfigFile); err != nil {
+			return c, err
+		}
+	}
+	f.set.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "data-dir":
+			c.DataDir = f.dataDir
+		case "otlp-grpc":
+			c.OTLPGRPC = f.otlpGRPC
+		case "otlp-http":
+			c.OTLPHTTP = f.otlpHTTP
+		case "http":
+			c.HTTP = f.http
+		case "collection-interval":
+			c.CollectionInterval = f.collectionInterval
+		}
+	})
+	return c, c.Validate()
+}

@@ -1,0 +1,143 @@
+package otlp
+
+import (
+	"strconv"
+	"strings"
+	"unsafe"
+)
+
+// Dimensions looks up a fixed list of attribute keys the way Tempo does:
+// on the resource first, then on the span. Resource values are resolved
+// once per resource, so per span only the keys the resource lacks are
+// searched.
+type Dimensions struct {
+	keys []string
+}
+
+// NewDimensions returns a resolver for keys.
+func NewDimensions(keys []string) *Dimensions {
+	return &Dimensions{keys: append([]string(nil), keys...)}
+}
+
+// ResolvedDims holds the values of the keys for one span, "" when absent.
+type ResolvedDims struct {
+	vals         []string
+	fromResource []bool
+}
+
+// NewResolved returns scratch space for the resolver's keys.
+func (d *Dimensions) NewResolved() ResolvedDims {
+	return ResolvedDims{vals: make([]string, len(d.keys)), fromResource: make([]bool, len(d.keys))}
+}
+
+// Value returns the value of the i-th key.
+func (r *ResolvedDims) Value(i int) string { return r.vals[i] }
+
+// ResolveResource records the values of the keys found on the resource.
+func (d *Dimensions) ResolveResource(r *ResolvedDims, attrs []KeyValue) {
+	for i, k := range d.keys {
+		r.vals[i], r.fromResource[i] = "", false
+		if v, ok := Lookup(attrs, k); ok {
+			if text := v.Text(); text != "" {
+				r.vals[i], r.fromResource[i] = text, true
+			}
+		}
+	}
+}
+
+// ResolveSpan fills the keys the resource lacks from the span's attributes.
+// Non-string values are formatted into text, which it returns grown; the
+// values stay valid until text is reused.
+func (d *Dimensions) ResolveSpan(r *ResolvedDims, attrs []KeyValue, text []byte) []byte {
+	for i, k := range d.keys {
+		if r.fromResource[i] {
+			continue
+		}
+		r.vals[i] = ""
+		v, ok := Lookup(attrs, k)
+		if !ok {
+			continue
+		}
+		if v.Type == ValueString {
+			r.vals[i] = v.Str
+			continue
+		}
+		var s string
+		text, s = appendString(text, v)
+		r.vals[i] = s
+	}
+	return text
+}
+
+// appendString formats v at the end of text and returns a string that
+// shares text's memory. If text grows, the string keeps the old array alive,
+// so it stays valid.
+func appendString(text []byte, v Value) ([]byte, string) {
+	start := len(text)
+	text, _ = v.AppendText(text)
+	if len(text) == start {
+		return text, ""
+	}
+	return text, unsafe.String(&text[start], len(text)-start)
+}
+
+// Join joins the non-empty values of keys start..start+n-1 with sep into
+// text, as dimension_mappings do.
+func (r *ResolvedDims) Join(start, n int, sep string, text []byte) ([]byte, string) {
+	begin := len(text)
+	first := true
+	for i := start; i < start+n; i++ {
+		if r.vals[i] == "" {
+			continue
+		}
+		if !first {
+			text = append(text, sep...)
+		}
+		text = append(text, r.vals[i]...)
+		first = false
+	}
+	if len(text) == begin {
+		return text, ""
+	}
+	return text, unsafe.String(&text[begin], len(text)-begin)
+}
+
+// SamplingMultiplier returns the adjusted count of a span from its W3C
+// tracestate: the "ot" member's "th" sampling threshold T (hex, up to 14
+// digits, right-padded) means the span was kept with probability
+// (2^56 - T) / 2^56, so it stands for the inverse of that many spans.
+// It returns 1 when there is no valid threshold.
+func SamplingMultiplier(tracestate string) float64 {
+	for tracestate != "" {
+		var member string
+		member, tracestate, _ = strings.Cut(tracestate, ",")
+		member = strings.TrimSpace(member)
+		ot, ok := strings.CutPrefix(member, "ot=")
+		if !ok {
+			continue
+		}
+		for ot != "" {
+			var kv string
+			kv, ot, _ = strings.Cut(ot, ";")
+			th, ok := strings.CutPrefix(kv, "th:")
+			if !ok {
+				continue
+			}
+			if th == "" || len(th) > 14 {
+				return 1
+			}
+			t, err := strconv.ParseUint(th, 16, 64)
+			if err != nil {
+				return 1
+			}
+			t <<= 4 * (14 - len(th))
+			const full = 1 << 56
+			if t >= full {
+				return 1
+			}
+			return float64(full) / float64(full-t)
+		}
+		return 1
+	}
+	return 1
+}

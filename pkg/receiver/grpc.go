@@ -1,0 +1,105 @@
+package receiver
+
+import (
+	"context"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters may gzip requests.
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+)
+
+// rawRequest receives the undecoded request bytes from rawCodec, so that
+// gRPC requests go through the same fast decoder as HTTP ones instead of
+// being unmarshalled into generated types first.
+type rawRequest struct {
+	batch *otlp.Batch
+}
+
+// rawCodec copies request bytes into a pooled batch buffer for
+// *rawRequest and uses the protobuf codec for everything else.
+type rawCodec struct {
+	proto encoding.CodecV2
+}
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	raw, ok := v.(*rawRequest)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	b := otlp.GetBatch()
+	buf := b.Buffer()
+	for _, part := range data {
+		buf = append(buf, part.ReadOnlyData()...)
+	}
+	if err := b.DecodeProto(buf); err != nil {
+		b.Release()
+		return err
+	}
+	raw.batch = b
+	return nil
+}
+
+func (rawCodec) Name() string { return proto.Name }
+
+// traceServiceDesc is opentelemetry.proto.collector.trace.v1.TraceService,
+// written by hand to hand rawRequest to the handler.
+var traceServiceDesc = grpc.ServiceDesc{
+	ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Export",
+		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			return srv.(*Receiver).export(ctx, dec)
+		},
+	}},
+	Metadata: "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+}
+
+func (r *Receiver) newGRPCServer() *grpc.Server {
+	s := grpc.NewServer(
+		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(proto.Name)}),
+		// gRPC applies this limit after decompression too, which keeps zip
+		// bombs out; the refusal is ResourceExhausted.
+		grpc.MaxRecvMsgSize(r.cfg.MaxRequestBytes),
+	)
+	s.RegisterService(&traceServiceDesc, r)
+	return s
+}
+
+func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb.ExportTraceServiceResponse, error) {
+	var tenantHeader string
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("x-scope-orgid"); len(v) > 0 {
+			tenantHeader = v[0]
+		}
+	}
+	tenant, err := tenantOf(tenantHeader)
+	if err != nil {
+		requestsRejected.WithLabelValues(protocolGRPC, ReasonBadTenant).Inc()
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	var raw rawRequest
+	if err := dec(&raw); err != nil {
+		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
+		// gRPC wraps codec errors as Internal; the sender's mistake is
+		// InvalidArgument.
+		return nil, status.Error(codes.InvalidArgument, status.Convert(err).Message())
+	}
+	rejected, reason, err := r.accept(tenant, protocolGRPC, raw.batch)
+	if err != nil {
+		raw.batch.Release()
+		// Unavailable is what OTLP exporters retry without RetryInfo.
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return otlp.PartialSuccess(rejected, reason), nil
+}

@@ -1,0 +1,326 @@
+// Package registry keeps the active series that the processors update and
+// writes them, once per collection interval, into a storage.Appender.
+//
+// Processors hand in label values, not label sets: a series is found by a
+// hash of its values in a sharded map, and its Prometheus labels are built
+// only the first time it is seen. Updating an existing series therefore does
+// no allocation and builds no string.
+package registry
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// Config holds the registry limits.
+type Config struct {
+	// StaleDuration is how long a series may go without an update before it
+	// is removed (with a staleness marker).
+	StaleDuration time.Duration `yaml:"stale_duration"`
+	// MaxActiveSeries caps the series of one tenant; beyond it new series of
+	// a metric fold into its overflow series. 0 means no cap.
+	MaxActiveSeries int `yaml:"max_active_series"`
+	// MaxLabelNameLength and MaxLabelValueLength truncate longer names and
+	// values. 0 means no limit.
+	MaxLabelNameLength  int `yaml:"max_label_name_length"`
+	MaxLabelValueLength int `yaml:"max_label_value_length"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		StaleDuration:       15 * time.Minute,
+		MaxActiveSeries:     1_000_000,
+		MaxLabelNameLength:  1024,
+		MaxLabelValueLength: 2048,
+	}
+}
+
+// Validate checks the config; errors name the key under prefix.
+func (c *Config) Validate(prefix string) error {
+	switch {
+	case c.StaleDuration < time.Second:
+		return fmt.Errorf("%s.stale_duration: must be at least 1s, got %s", prefix, c.StaleDuration)
+	case c.MaxActiveSeries < 0:
+		return fmt.Errorf("%s.max_active_series: must not be negative (0 means no limit), got %d", prefix, c.MaxActiveSeries)
+	case c.MaxLabelNameLength < 0:
+		return fmt.Errorf("%s.max_label_name_length: must not be negative, got %d", prefix, c.MaxLabelNameLength)
+	case c.MaxLabelValueLength < 0:
+		return fmt.Errorf("%s.max_label_value_length: must not be negative, got %d", prefix, c.MaxLabelValueLength)
+	}
+	return nil
+}
+
+// OverflowLabel marks the series that collects the updates of series that
+// did not fit under MaxActiveSeries.
+const OverflowLabel = "metric_overflow"
+
+// Registry is the set of metrics of one tenant.
+type Registry struct {
+	cfg     Config
+	metrics []metric
+	mu      sync.Mutex // guards metrics
+
+	// active counts live series over all metrics, for the cap.
+	active atomic.Int64
+	// overflowed counts updates that went to an overflow series.
+	overflowed atomic.Int64
+	// now is a coarse clock (unix ms) for staleness, set at each
+	// collection, so that updates need not read the time.
+	now atomic.Int64
+}
+
+// New returns an empty registry.
+func New(cfg Config) *Registry {
+	if cfg.StaleDuration <= 0 {
+		cfg.StaleDuration = 15 * time.Minute
+	}
+	r := &Registry{cfg: cfg}
+	r.now.Store(time.Now().UnixMilli())
+	return r
+}
+
+// ActiveSeries returns the number of live series (a histogram counts once).
+func (r *Registry) ActiveSeries() int64 { return r.active.Load() }
+
+// Overflowed returns how many updates went to overflow series so far.
+func (r *Registry) Overflowed() int64 { return r.overflowed.Load() }
+
+type metric interface {
+	collect(c *collector)
+}
+
+func (r *Registry) add(m metric) {
+	r.mu.Lock()
+	r.metrics = append(r.metrics, m)
+	r.mu.Unlock()
+}
+
+// LabelValues are the values of one series, in the order of the metric's
+// label names, with their hash. An empty value drops that label.
+type LabelValues struct {
+	hash   uint64
+	values []string
+}
+
+var separator = []byte{0xff}
+
+// MakeLabelValues hashes values. values is read again on every update that
+// uses the result, so the caller must not change it in between; the
+// registry copies it when it creates a series.
+func MakeLabelValues(values []string) LabelValues {
+	var d xxhash.Digest
+	d.Reset()
+	for _, v := range values {
+		_, _ = d.WriteString(v)
+		_, _ = d.Write(separator)
+	}
+	return LabelValues{hash: d.Sum64(), values: values}
+}
+
+// Values returns the values (for tests and debugging).
+func (lv LabelValues) Values() []string { return lv.values }
+
+// seriesHead is what every series kind shares: identity, lifecycle and the
+// collision chain.
+type seriesHead struct {
+	values     []string
+	lastUpdate atomic.Int64 // unix ms
+	isNew      bool
+	next       any // next series with the same hash, rare
+}
+
+func (s *seriesHead) matches(values []string) bool {
+	if len(s.values) != len(values) {
+		return false
+	}
+	for i := range values {
+		if s.values[i] != values[i] {
+			return false
+		}
+	}
+	return true
+}
+
+const shardCount = 64
+
+// shards is a hash-sharded map of series, so that updates from several
+// cores rarely meet on one mutex.
+type shards[S any] struct {
+	s [shardCount]struct {
+		sync.Mutex
+		m map[uint64]*S
+		_ [40]byte // keep shards on separate cache lines
+	}
+}
+
+func (sh *shards[S]) init() {
+	for i := range sh.s {
+		sh.s[i].m = make(map[uint64]*S)
+	}
+}
+
+// base holds what counters, gauges and histograms share.
+type base struct {
+	reg        *Registry
+	name       string
+	labelNames []string
+	// pairs: values alternate label names and values (info metrics).
+	pairs bool
+}
+
+func (r *Registry) newBase(name string, labelNames []string) base {
+	names := make([]string, len(labelNames))
+	for i, n := range labelNames {
+		names[i] = truncate(n, r.cfg.MaxLabelNameLength)
+	}
+	return base{reg: r, name: name, labelNames: names}
+}
+
+func truncate(s string, max int) string {
+	if max > 0 && len(s) > max {
+		return s[:max]
+	}
+	return s
+}
+
+// admit reports whether a new series fits under the cap and, if so, counts
+// it.
+func (b *base) admit() bool {
+	max := int64(b.reg.cfg.MaxActiveSeries)
+	if max <= 0 {
+		b.reg.active.Add(1)
+		return true
+	}
+	for {
+		n := b.reg.active.Load()
+		if n >= max {
+			b.reg.overflowed.Add(1)
+			return false
+		}
+		if b.reg.active.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// ownValues copies values for a new series (they may point into a request
+// buffer) and applies the value length limit.
+func (b *base) ownValues(values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = strings.Clone(truncate(v, b.reg.cfg.MaxLabelValueLength))
+	}
+	return out
+}
+
+// labelsFor builds the label set of a series: __name__, extra pairs and the
+// non-empty values. A metric without label names takes names and values
+// alternately from values.
+func (b *base) labelsFor(name string, values []string, extra ...string) labels.Labels {
+	sb := labels.NewScratchBuilder(len(values) + 1 + len(extra)/2)
+	sb.Add(labels.MetricName, name)
+	if b.pairs {
+		for i := 0; i+1 < len(values); i += 2 {
+			if values[i+1] != "" {
+				sb.Add(truncate(values[i], b.reg.cfg.MaxLabelNameLength), values[i+1])
+			}
+		}
+	}
+	for i, v := range values {
+		if v != "" && !b.pairs {
+			sb.Add(b.labelNames[i], v)
+		}
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		sb.Add(extra[i], extra[i+1])
+	}
+	sb.Sort()
+	return sb.Labels()
+}
+
+func (b *base) overflowLabels(name string, extra ...string) labels.Labels {
+	return labels.FromStrings(append([]string{labels.MetricName, name, OverflowLabel, "true"}, extra...)...)
+}
+
+// collector carries one collection through the metrics.
+type collector struct {
+	app         storage.Appender
+	ts          int64 // this collection's timestamp, ms
+	zeroTS      int64 // leading-zero timestamp for new series, ms
+	staleBefore int64 // series last updated before this are removed
+	samples     int
+	removed     int
+	err         error
+}
+
+func (c *collector) append(ref *storage.SeriesRef, l labels.Labels, t int64, v float64) {
+	if c.err != nil {
+		return
+	}
+	r, err := c.app.Append(*ref, l, t, v)
+	if err != nil {
+		// A leading zero or staleness marker can land before a sample the
+		// store already has (a series revived within a minute); that one
+		// sample is expendable, the collection is not.
+		if t != c.ts || math.IsNaN(v) {
+			return
+		}
+		c.err = err
+		return
+	}
+	*ref = r
+	c.samples++
+}
+
+// CollectStats describes one collection.
+type CollectStats struct {
+	Samples      int
+	ActiveSeries int64
+	Removed      int
+	Duration     time.Duration
+}
+
+// Collect appends the current value of every series at now, a leading zero
+// for series new since the last collection, and a staleness marker for
+// series that were not updated for StaleDuration, which it then forgets.
+// The caller commits or rolls back app.
+func (r *Registry) Collect(app storage.Appender, now time.Time) (CollectStats, error) {
+	start := time.Now()
+	ts := now.UnixMilli()
+	r.now.Store(ts)
+	c := &collector{
+		app: app,
+		ts:  ts,
+		// Tempo's convention: the zero lands at the end of the previous
+		// minute, so that downsampling never merges it with the first value.
+		zeroTS:      now.Truncate(time.Minute).Add(-time.Second).UnixMilli(),
+		staleBefore: now.Add(-r.cfg.StaleDuration).UnixMilli(),
+	}
+	if c.zeroTS >= ts {
+		c.zeroTS = ts - 1
+	}
+	r.mu.Lock()
+	metrics := r.metrics
+	r.mu.Unlock()
+	for _, m := range metrics {
+		m.collect(c)
+	}
+	return CollectStats{
+		Samples:      c.samples,
+		ActiveSeries: r.active.Load(),
+		Removed:      c.removed,
+		Duration:     time.Since(start),
+	}, c.err
+}
+
+var staleNaN = math.Float64frombits(value.StaleNaN)

@@ -1,0 +1,172 @@
+package servicegraph
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spangraph/spangraph/pkg/spanfilter"
+	"github.com/spangraph/spangraph/pkg/spanmetrics"
+)
+
+// DefaultMaxItems bounds the edge store by memory rather than by a round
+// item count.
+//
+// Sizing: a half edge waits until its other side arrives. Paired spans
+// usually meet within a request or two, but the half edges that can never
+// pair (root SERVER spans waiting to become user → service, client spans to
+// uninstrumented peers, genuinely unpaired spans) all sit out the whole
+// wait. At 1.3 M spans/s per instance and a 10 s wait, 2^22 items hold the
+// full-wait half edges of up to 32 % of all spans (1.3 M × 10 s × 0.32 ≈
+// 4.2 M), i.e. two or three spans of every 8-span trace, with the spans that
+// do pair on top of that. Tempo's 10 000 items are full after 0.1 s at
+// 100 k spans/s, which is why it loses most edges.
+//
+// Cost: one pending half edge takes about 200 bytes (the edge record with
+// its service, peer and timing fields, its [24]byte map key and slot, and
+// its free-list entry; BenchmarkPendingBytes measures it) plus 32 bytes per
+// configured dimension, so a full store of 2^22 items is about 0.8 GB. The
+// memory is taken as the store fills, in 256-edge chunks, not up front, and
+// an idle store costs nothing.
+const DefaultMaxItems = 1 << 22
+
+// Config of the service graph processor. The yaml keys and defaults follow
+// Tempo's metrics-generator, except max_items (see DefaultMaxItems).
+type Config struct {
+	Enabled bool `yaml:"enabled"`
+	// Wait is how long a half edge waits for its other side before it
+	// becomes a virtual_node edge or counts as unpaired.
+	Wait time.Duration `yaml:"wait"`
+	// MaxItems bounds the half edges waiting at once; see DefaultMaxItems.
+	MaxItems int `yaml:"max_items"`
+	// HistogramBuckets are latency bucket bounds in seconds.
+	HistogramBuckets []float64 `yaml:"histogram_buckets"`
+	// Dimensions are attribute names turned into labels, looked up on the
+	// resource first, then on the span.
+	Dimensions []string `yaml:"dimensions"`
+	// EnableClientServerPrefix labels each dimension twice, client_<dim>
+	// from the client span and server_<dim> from the server span. Without
+	// it a dimension takes the client's value, else the server's.
+	EnableClientServerPrefix bool `yaml:"enable_client_server_prefix"`
+	// EnableVirtualNodeLabel adds virtual_node="client"|"server" to edges
+	// whose other side was inferred rather than seen.
+	EnableVirtualNodeLabel bool `yaml:"enable_virtual_node_label"`
+	// EnableMessagingSystemLatencyHistogram records, for producer/consumer
+	// edges, the time between the producer's end and the consumer's start.
+	EnableMessagingSystemLatencyHistogram bool `yaml:"enable_messaging_system_latency_histogram"`
+	// PeerAttributes name, in order of preference, the span attribute that
+	// names the other side of a half edge that never paired.
+	PeerAttributes []string `yaml:"peer_attributes"`
+	// DatabaseNameAttributes mark a client span as a database call, which
+	// becomes an edge at once since databases send no spans.
+	DatabaseNameAttributes []string `yaml:"database_name_attributes"`
+	// SpanMultiplierKey names a numeric attribute that weighs each span
+	// (for traces sampled upstream). The W3C tracestate "ot=th:" sampling
+	// threshold is honoured as well.
+	SpanMultiplierKey string              `yaml:"span_multiplier_key"`
+	FilterPolicies    []spanfilter.Policy `yaml:"filter_policies"`
+}
+
+// DefaultBuckets are 0.1 × 2^k s for k = 0..7, Tempo's defaults.
+func DefaultBuckets() []float64 {
+	out := make([]float64, 8)
+	b := 0.1
+	for i := range out {
+		out[i] = b
+		b *= 2
+	}
+	return out
+}
+
+// DefaultConfig returns Tempo's defaults with a store sized for one
+// instance's full rate.
+func DefaultConfig() Config {
+	return Config{
+		Enabled:                true,
+		Wait:                   10 * time.Second,
+		MaxItems:               DefaultMaxItems,
+		HistogramBuckets:       DefaultBuckets(),
+		PeerAttributes:         []string{"peer.service", "db.name", "db.system", "db.system.name"},
+		DatabaseNameAttributes: []string{"db.namespace", "db.name", "db.system", "db.system.name"},
+	}
+}
+
+// maxItemsLimit keeps slot indices within int32 in every shard.
+const maxItemsLimit = 1 << 30
+
+// Validate checks the config; errors name the key under prefix.
+func (c *Config) Validate(prefix string) error {
+	if c.Wait <= 0 {
+		return fmt.Errorf("%s.wait: must be positive, got %v", prefix, c.Wait)
+	}
+	if c.MaxItems <= 0 || c.MaxItems > maxItemsLimit {
+		return fmt.Errorf("%s.max_items: must be between 1 and %d, got %d", prefix, maxItemsLimit, c.MaxItems)
+	}
+	if err := spanmetrics.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
+		return err
+	}
+	for _, list := range []struct {
+		key   string
+		names []string
+	}{
+		{"dimensions", c.Dimensions},
+		{"peer_attributes", c.PeerAttributes},
+		{"database_name_attributes", c.DatabaseNameAttributes},
+	} {
+		for i, n := range list.names {
+			if n == "" {
+				return fmt.Errorf("%s.%s[%d]: empty attribute name", prefix, list.key, i)
+			}
+		}
+	}
+	if _, err := c.labelNames(); err != nil {
+		return fmt.Errorf("%s.dimensions: %v", prefix, err)
+	}
+	return nil
+}
+
+// Label names, byte for byte those of Tempo.
+const (
+	LabelClient         = "client"
+	LabelServer         = "server"
+	LabelConnectionType = "connection_type"
+	LabelVirtualNode    = "virtual_node"
+)
+
+// labelNames returns the label names of the edge series: client, server,
+// connection_type, the dimensions (twice with the prefix) and, when on,
+// virtual_node. Two dimensions that sanitise to one name are an error: the
+// series would carry a duplicate label.
+func (c *Config) labelNames() ([]string, error) {
+	reserved := []string{LabelClient, LabelServer, LabelConnectionType}
+	if c.EnableVirtualNodeLabel {
+		reserved = append(reserved, LabelVirtualNode)
+	}
+	names := append([]string(nil), reserved[:3]...)
+	seen := map[string]string{}
+	add := func(attr, label string) error {
+		if prev, ok := seen[label]; ok {
+			return fmt.Errorf("%q and %q both become label %q", prev, attr, label)
+		}
+		seen[label] = attr
+		names = append(names, label)
+		return nil
+	}
+	for _, d := range c.Dimensions {
+		if c.EnableClientServerPrefix {
+			if err := add(d, spanmetrics.SanitizeLabelName("client_"+d, reserved)); err != nil {
+				return nil, err
+			}
+			if err := add(d, spanmetrics.SanitizeLabelName("server_"+d, reserved)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := add(d, spanmetrics.SanitizeLabelName(d, reserved)); err != nil {
+			return nil, err
+		}
+	}
+	if c.EnableVirtualNodeLabel {
+		names = append(names, LabelVirtualNode)
+	}
+	return names, nil
+}

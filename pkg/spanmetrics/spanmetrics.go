@@ -1,0 +1,367 @@
+// Package spanmetrics derives RED metrics from spans with the names and
+// labels of Tempo's metrics-generator: traces_spanmetrics_calls_total,
+// traces_spanmetrics_latency (seconds), traces_spanmetrics_size_total and,
+// opt-in, traces_target_info.
+package spanmetrics
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/spanfilter"
+)
+
+// Metric names, byte for byte those of Tempo.
+const (
+	MetricCalls      = "traces_spanmetrics_calls_total"
+	MetricLatency    = "traces_spanmetrics_latency"
+	MetricSize       = "traces_spanmetrics_size_total"
+	MetricTargetInfo = "traces_target_info"
+)
+
+// Intrinsic label names.
+const (
+	LabelService       = "service"
+	LabelSpanName      = "span_name"
+	LabelSpanKind      = "span_kind"
+	LabelStatusCode    = "status_code"
+	LabelStatusMessage = "status_message"
+	LabelJob           = "job"
+	LabelInstance      = "instance"
+)
+
+// IntrinsicDimensions switches the intrinsic labels on or off.
+type IntrinsicDimensions struct {
+	Service       bool `yaml:"service"`
+	SpanName      bool `yaml:"span_name"`
+	SpanKind      bool `yaml:"span_kind"`
+	StatusCode    bool `yaml:"status_code"`
+	StatusMessage bool `yaml:"status_message"`
+}
+
+// DimensionMapping builds one label from several attributes.
+type DimensionMapping struct {
+	Name        string   `yaml:"name"`
+	SourceLabel []string `yaml:"source_labels"`
+	Join        string   `yaml:"join"`
+}
+
+// Config of the span metrics processor.
+type Config struct {
+	Enabled             bool                `yaml:"enabled"`
+	IntrinsicDimensions IntrinsicDimensions `yaml:"intrinsic_dimensions"`
+	// Dimensions are attribute names turned into labels, looked up on the
+	// resource first, then on the span.
+	Dimensions        []string            `yaml:"dimensions"`
+	DimensionMappings []DimensionMapping  `yaml:"dimension_mappings"`
+	FilterPolicies    []spanfilter.Policy `yaml:"filter_policies"`
+	// HistogramBuckets are latency bucket bounds in seconds.
+	HistogramBuckets []float64 `yaml:"histogram_buckets"`
+	EnableTargetInfo bool      `yaml:"enable_target_info"`
+	// TargetInfoExcludedDimensions are resource attributes left out of
+	// traces_target_info.
+	TargetInfoExcludedDimensions []string `yaml:"target_info_excluded_dimensions"`
+	// SpanMultiplierKey names a numeric attribute that weighs each span
+	// (for traces sampled upstream). The W3C tracestate "ot=th:" sampling
+	// threshold is honoured as well.
+	SpanMultiplierKey string `yaml:"span_multiplier_key"`
+}
+
+// DefaultBuckets are 0.002 × 2^k s for k = 0..13, Tempo's defaults.
+func DefaultBuckets() []float64 { return exponential(0.002, 2, 14) }
+
+func exponential(start, factor float64, n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = start
+		start *= factor
+	}
+	return out
+}
+
+// DefaultConfig returns the defaults: every intrinsic but status_message.
+func DefaultConfig() Config {
+	return Config{
+		Enabled: true,
+		IntrinsicDimensions: IntrinsicDimensions{
+			Service: true, SpanName: true, SpanKind: true, StatusCode: true,
+		},
+		HistogramBuckets: DefaultBuckets(),
+	}
+}
+
+// Processor turns spans into series in a registry. Push may be called from
+// several goroutines at once.
+type Processor struct {
+	cfg    Config
+	filter *spanfilter.Filter
+	dims   *otlp.Dimensions
+
+	// Positions of the optional labels in a series' values; -1 when off.
+	posService, posName, posKind, posStatus, posMessage, posDims, posMappings, posJob, posInstance int
+	nValues                                                                                        int
+
+	calls, size *registry.Counter
+	latency     *registry.Histogram
+	targetInfo  *registry.Gauge
+	excluded    map[string]bool
+
+	scratch sync.Pool
+}
+
+// New validates cfg and registers the metrics in reg.
+func New(cfg Config, reg *registry.Registry) (*Processor, error) {
+	if err := cfg.Validate("spanmetrics"); err != nil {
+		return nil, err
+	}
+	filter, err := spanfilter.New("spanmetrics.filter_policies", cfg.FilterPolicies)
+	if err != nil {
+		return nil, err
+	}
+	p := &Processor{cfg: cfg, filter: filter, excluded: map[string]bool{}}
+	var names []string
+	slot := func(on bool, name string) int {
+		if !on {
+			return -1
+		}
+		names = append(names, name)
+		return len(names) - 1
+	}
+	id := cfg.IntrinsicDimensions
+	p.posService = slot(id.Service, LabelService)
+	p.posName = slot(id.SpanName, LabelSpanName)
+	p.posKind = slot(id.SpanKind, LabelSpanKind)
+	p.posStatus = slot(id.StatusCode, LabelStatusCode)
+	p.posMessage = slot(id.StatusMessage, LabelStatusMessage)
+	intrinsics := []string{LabelService, LabelSpanName, LabelSpanKind, LabelStatusCode, LabelStatusMessage, LabelJob, LabelInstance}
+
+	p.posDims = len(names)
+	keys := append([]string(nil), cfg.Dimensions...)
+	for _, m := range cfg.DimensionMappings {
+		keys = append(keys, m.SourceLabel...)
+	}
+	p.dims = otlp.NewDimensions(keys)
+	for _, d := range cfg.Dimensions {
+		names = append(names, SanitizeLabelName(d, intrinsics))
+	}
+	p.posMappings = len(names)
+	for _, m := range cfg.DimensionMappings {
+		names = append(names, SanitizeLabelName(m.Name, intrinsics))
+	}
+	p.posJob = slot(cfg.EnableTargetInfo, LabelJob)
+	p.posInstance = slot(cfg.EnableTargetInfo, LabelInstance)
+	p.nValues = len(names)
+	for _, k := range cfg.TargetInfoExcludedDimensions {
+		p.excluded[k] = true
+	}
+
+	p.calls = reg.NewCounter(MetricCalls, names)
+	p.latency = reg.NewHistogram(MetricLatency, names, cfg.HistogramBuckets)
+	p.size = reg.NewCounter(MetricSize, names)
+	if cfg.EnableTargetInfo {
+		p.targetInfo = reg.NewInfoGauge(MetricTargetInfo)
+	}
+	p.scratch.New = func() any { return p.newState() }
+	return p, nil
+}
+
+// Validate checks the config; errors name the key under prefix.
+func (c *Config) Validate(prefix string) error {
+	if err := ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
+		return err
+	}
+	for i, d := range c.Dimensions {
+		if d == "" {
+			return fmt.Errorf("%s.dimensions[%d]: empty attribute name", prefix, i)
+		}
+	}
+	for i, m := range c.DimensionMappings {
+		if m.Name == "" {
+			return fmt.Errorf("%s.dimension_mappings[%d].name: required", prefix, i)
+		}
+		if len(m.SourceLabel) == 0 {
+			return fmt.Errorf("%s.dimension_mappings[%d].source_labels: at least one attribute is required", prefix, i)
+		}
+	}
+	return nil
+}
+
+// ValidateBuckets checks that bounds are finite, positive and ascending.
+func ValidateBuckets(key string, bounds []float64) error {
+	if len(bounds) == 0 {
+		return fmt.Errorf("%s: at least one bucket bound is required", key)
+	}
+	for i, b := range bounds {
+		if b != b || b <= 0 || b > 1e12 {
+			return fmt.Errorf("%s[%d]: %v is not a positive finite number", key, i, b)
+		}
+		if i > 0 && b <= bounds[i-1] {
+			return fmt.Errorf("%s[%d]: bounds must be strictly ascending (%v after %v)", key, i, b, bounds[i-1])
+		}
+	}
+	return nil
+}
+
+// state is the per-goroutine scratch space of Push.
+type state struct {
+	values []string
+	res    otlp.ResolvedDims
+	text   []byte
+	info   []string
+}
+
+func (p *Processor) newState() *state {
+	return &state{values: make([]string, p.nValues), res: p.dims.NewResolved(), text: make([]byte, 0, 256)}
+}
+
+// Push processes every span of b.
+func (p *Processor) Push(b *otlp.Batch) {
+	st := p.scratch.Get().(*state)
+	defer p.scratch.Put(st)
+	for ri := range b.Resources {
+		rs := &b.Resources[ri]
+		p.pushResource(st, rs)
+	}
+}
+
+func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans) {
+	vals := st.values
+	for i := range vals {
+		vals[i] = ""
+	}
+	service := ""
+	if v, ok := otlp.Lookup(rs.Attributes, "service.name"); ok {
+		service = v.Text()
+	}
+	if p.posService >= 0 {
+		vals[p.posService] = service
+	}
+	if p.targetInfo != nil {
+		job, instance := p.pushTargetInfo(st, rs.Attributes, service)
+		vals[p.posJob] = job
+		vals[p.posInstance] = instance
+	}
+	p.dims.ResolveResource(&st.res, rs.Attributes)
+	for si := range rs.Spans {
+		s := &rs.Spans[si]
+		if !p.filter.Keep(rs.Attributes, s) {
+			continue
+		}
+		st.text = p.dims.ResolveSpan(&st.res, s.Attributes, st.text[:0])
+		p.fillSpan(st, s)
+		lv := registry.MakeLabelValues(vals)
+		w := p.multiplier(st, rs.Attributes, s)
+		latency := 0.0
+		if s.End > s.Start {
+			latency = float64(s.End-s.Start) / 1e9
+		}
+		p.calls.Add(lv, w)
+		p.latency.Observe(lv, latency, w, &s.TraceID, int64(s.End/1e6))
+		p.size.Add(lv, float64(s.Size)*w)
+	}
+}
+
+// fillSpan writes the span's own values into st.values.
+func (p *Processor) fillSpan(st *state, s *otlp.Span) {
+	vals := st.values
+	if p.posName >= 0 {
+		vals[p.posName] = s.Name
+	}
+	if p.posKind >= 0 {
+		vals[p.posKind] = s.Kind.String()
+	}
+	if p.posStatus >= 0 {
+		vals[p.posStatus] = s.StatusCode.String()
+	}
+	if p.posMessage >= 0 {
+		vals[p.posMessage] = s.StatusMsg
+	}
+	for i := range p.cfg.Dimensions {
+		vals[p.posDims+i] = st.res.Value(i)
+	}
+	k := len(p.cfg.Dimensions)
+	for i, m := range p.cfg.DimensionMappings {
+		st.text, vals[p.posMappings+i] = st.res.Join(k, len(m.SourceLabel), m.Join, st.text)
+		k += len(m.SourceLabel)
+	}
+}
+
+func (p *Processor) multiplier(st *state, resource []otlp.KeyValue, s *otlp.Span) float64 {
+	w := 1.0
+	if p.cfg.SpanMultiplierKey != "" {
+		v, ok := otlp.Lookup(resource, p.cfg.SpanMultiplierKey)
+		if !ok {
+			v, ok = otlp.Lookup(s.Attributes, p.cfg.SpanMultiplierKey)
+		}
+		if ok {
+			switch v.Type {
+			case otlp.ValueDouble:
+				w = v.Double
+			case otlp.ValueInt:
+				w = float64(v.Int)
+			}
+		}
+	}
+	if s.TraceState != "" {
+		w *= otlp.SamplingMultiplier(s.TraceState)
+	}
+	if w <= 0 || w != w {
+		return 1
+	}
+	return w
+}
+
+// pushTargetInfo sets traces_target_info for the resource and returns its
+// job and instance labels.
+func (p *Processor) pushTargetInfo(st *state, attrs []otlp.KeyValue, service string) (job, instance string) {
+	job = service
+	if ns, ok := otlp.Lookup(attrs, "service.namespace"); ok && ns.Text() != "" && service != "" {
+		job = ns.Text() + "/" + service
+	}
+	if v, ok := otlp.Lookup(attrs, "service.instance.id"); ok {
+		instance = v.Text()
+	}
+	info := st.info[:0]
+	for _, kv := range attrs {
+		switch kv.Key {
+		case "service.name", "service.namespace", "service.instance.id":
+			continue
+		}
+		if p.excluded[kv.Key] {
+			continue
+		}
+		if text := kv.Value.Text(); text != "" {
+			info = append(info, SanitizeLabelName(kv.Key, []string{LabelJob, LabelInstance}), text)
+		}
+	}
+	if len(info) > 0 && (job != "" || instance != "") {
+		info = append(info, LabelJob, job, LabelInstance, instance)
+		p.targetInfo.Set(registry.MakeLabelValues(info), 1)
+	}
+	st.info = info
+	return job, instance
+}
+
+// SanitizeLabelName turns an attribute name into a Prometheus label name:
+// every character outside [a-zA-Z0-9_] becomes _, a leading digit gets a
+// _ in front, and a name equal to one of reserved gets a __ prefix.
+func SanitizeLabelName(name string, reserved []string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	out := string(b)
+	if len(out) > 0 && out[0] >= '0' && out[0] <= '9' {
+		out = "_" + out
+	}
+	for _, r := range reserved {
+		if out == r {
+			return "__" + out
+		}
+	}
+	return out
+}

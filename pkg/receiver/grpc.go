@@ -18,9 +18,12 @@ import (
 
 // rawRequest receives the undecoded request bytes from rawCodec, so that
 // gRPC requests go through the same fast decoder as HTTP ones instead of
-// being unmarshalled into generated types first.
+// being unmarshalled into generated types first. Decoding happens in the
+// handler: gRPC turns any codec error into Internal, but a malformed
+// request is the sender's InvalidArgument.
 type rawRequest struct {
 	batch *otlp.Batch
+	body  []byte
 }
 
 // rawCodec copies request bytes into a pooled batch buffer for
@@ -36,16 +39,13 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
-	b := otlp.GetBatch()
-	buf := b.Buffer()
+	// data is freed when Unmarshal returns, so copy it into the pooled
+	// batch's buffer.
+	raw.batch = otlp.GetBatch()
+	raw.body = raw.batch.Buffer()
 	for _, part := range data {
-		buf = append(buf, part.ReadOnlyData()...)
+		raw.body = append(raw.body, part.ReadOnlyData()...)
 	}
-	if err := b.DecodeProto(buf); err != nil {
-		b.Release()
-		return err
-	}
-	raw.batch = b
 	return nil
 }
 
@@ -91,9 +91,12 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 	var raw rawRequest
 	if err := dec(&raw); err != nil {
 		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
-		// gRPC wraps codec errors as Internal; the sender's mistake is
-		// InvalidArgument.
-		return nil, status.Error(codes.InvalidArgument, status.Convert(err).Message())
+		return nil, err
+	}
+	if err := raw.batch.DecodeProto(raw.body); err != nil {
+		raw.batch.Release()
+		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	rejected, reason, err := r.accept(tenant, protocolGRPC, raw.batch)
 	if err != nil {

@@ -1,0 +1,197 @@
+import {
+  AdHocVariableFilter,
+  CoreApp,
+  DataSourceGetTagKeysOptions,
+  DataSourceGetTagValuesOptions,
+  DataSourceInstanceSettings,
+  LegacyMetricFindQueryOptions,
+  MetricFindValue,
+  ScopedVars,
+  TimeRange,
+} from '@grafana/data';
+import { DataSourceWithBackend, getTemplateSrv } from '@grafana/runtime';
+
+import { CompletionProvider } from './completion';
+import { adHocFiltersToMatchers, formatPromQLVariable, injectLabelMatchers } from './promql';
+import { QUERY_DEFAULTS, QueryType, resolveQueryType, SpangraphOptions, SpangraphQuery } from './types';
+
+/** The span-metrics connector's service graph series; its client/server labels name the services. */
+const SERVICE_GRAPH_METRIC = 'traces_service_graph_request_total';
+
+interface PromResponse<T> {
+  status: 'success' | 'error';
+  data: T;
+  error?: string;
+}
+
+interface PromSample {
+  metric: Record<string, string>;
+  value: [number, string];
+}
+
+type Params = Record<string, string | number>;
+
+export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphOptions> implements CompletionProvider {
+  readonly defaultQueryType: QueryType;
+
+  constructor(instanceSettings: DataSourceInstanceSettings<SpangraphOptions>) {
+    super(instanceSettings);
+    this.defaultQueryType = instanceSettings.jsonData.defaultQueryType ?? 'promql';
+  }
+
+  getDefaultQuery(_app: CoreApp): Partial<SpangraphQuery> {
+    return { queryType: this.defaultQueryType, ...QUERY_DEFAULTS[this.defaultQueryType] };
+  }
+
+  filterQuery(query: SpangraphQuery): boolean {
+    if (query.hide) {
+      return false;
+    }
+    // An empty PromQL editor would only produce a backend parse error.
+    return resolveQueryType(query, this.defaultQueryType) !== 'promql' || !!query.expr?.trim();
+  }
+
+  applyTemplateVariables(
+    query: SpangraphQuery,
+    scopedVars: ScopedVars,
+    filters?: AdHocVariableFilter[]
+  ): SpangraphQuery {
+    const templateSrv = getTemplateSrv();
+    const adHoc = adHocFiltersToMatchers(filters);
+    const expr = query.expr && templateSrv.replace(query.expr, scopedVars, formatPromQLVariable);
+    const userFilters = query.filters ? templateSrv.replace(query.filters, scopedVars) : '';
+    return {
+      ...query,
+      queryType: resolveQueryType(query, this.defaultQueryType),
+      expr: expr && injectLabelMatchers(expr, adHoc),
+      service: query.service && templateSrv.replace(query.service, scopedVars),
+      // The backend adds `filters` to the selectors it builds for service graph and RED queries.
+      filters: [userFilters, adHoc].filter(Boolean).join(','),
+    };
+  }
+
+  getQueryDisplayText(query: SpangraphQuery): string {
+    switch (resolveQueryType(query, this.defaultQueryType)) {
+      case 'serviceGraph':
+        return `Service graph: ${query.service || 'all services'}, depth ${query.depth ?? QUERY_DEFAULTS.serviceGraph.depth}`;
+      case 'redTable':
+        return `RED table by ${query.groupBy ?? 'service'}: ${(query.spanKinds ?? []).join(', ')}`;
+      default:
+        return query.expr ?? '';
+    }
+  }
+
+  /**
+   * Dashboard variable queries, with the Prometheus datasource's syntax:
+   * label_names(), label_values(label), label_values(metric, label), metrics(regex), query_result(expr);
+   * anything else is taken as a series selector.
+   */
+  async metricFindQuery(query: string, options?: LegacyMetricFindQueryOptions): Promise<MetricFindValue[]> {
+    const q = getTemplateSrv().replace(query, options?.scopedVars, formatPromQLVariable).trim();
+    const range = options?.range;
+    const toValues = (names: string[]) => names.map((text) => ({ text }));
+
+    let m: RegExpMatchArray | null;
+    if ((m = q.match(/^label_names\(\s*(.*?)\s*\)$/))) {
+      return toValues(await this.labelNames(m[1] || undefined, range));
+    }
+    if ((m = q.match(/^label_values\((?:(.+),\s*)?([a-zA-Z_][a-zA-Z0-9_]*)\s*\)$/))) {
+      return toValues(await this.labelValues(m[2], m[1]?.trim(), range));
+    }
+    if ((m = q.match(/^metrics\((.*)\)$/))) {
+      const re = new RegExp(m[1].trim());
+      return toValues((await this.labelValues('__name__', undefined, range)).filter((name) => re.test(name)));
+    }
+    if ((m = q.match(/^query_result\((.+)\)$/))) {
+      return this.queryResult(m[1], range);
+    }
+    const series = await this.promApi<Array<Record<string, string>>>('api/v1/series', {
+      'match[]': q,
+      ...timeParams(range),
+    });
+    return series.map((labels) => ({ text: seriesText(labels) }));
+  }
+
+  async getTagKeys(options?: DataSourceGetTagKeysOptions<SpangraphQuery>): Promise<MetricFindValue[]> {
+    const names = await this.labelNames(filtersSelector(options?.filters), options?.timeRange);
+    return names.filter((n) => n !== '__name__').map((text) => ({ text }));
+  }
+
+  async getTagValues(options: DataSourceGetTagValuesOptions<SpangraphQuery>): Promise<MetricFindValue[]> {
+    const values = await this.labelValues(options.key, filtersSelector(options.filters), options.timeRange);
+    return values.map((text) => ({ text }));
+  }
+
+  metricNames(): Promise<string[]> {
+    return this.labelValues('__name__');
+  }
+
+  labelNames(match?: string, range?: TimeRange): Promise<string[]> {
+    return this.promApi<string[]>('api/v1/labels', { ...matchParam(match), ...timeParams(range) });
+  }
+
+  labelValues(label: string, match?: string, range?: TimeRange): Promise<string[]> {
+    return this.promApi<string[]>(`api/v1/label/${encodeURIComponent(label)}/values`, {
+      ...matchParam(match),
+      ...timeParams(range),
+    });
+  }
+
+  /** Every service that appears on either side of a service graph edge. */
+  async serviceNames(): Promise<string[]> {
+    const [clients, servers] = await Promise.all([
+      this.labelValues('client', SERVICE_GRAPH_METRIC),
+      this.labelValues('server', SERVICE_GRAPH_METRIC),
+    ]);
+    return [...new Set([...clients, ...servers])].sort();
+  }
+
+  private async queryResult(expr: string, range?: TimeRange): Promise<MetricFindValue[]> {
+    const params: Params = { query: expr };
+    if (range) {
+      params.time = Math.floor(range.to.valueOf() / 1000);
+    }
+    const data = await this.promApi<{ resultType: string; result: PromSample[] | [number, string] }>(
+      'api/v1/query',
+      params
+    );
+    if (data.resultType === 'scalar' || data.resultType === 'string') {
+      return [{ text: String((data.result as [number, string])[1]) }];
+    }
+    if (data.resultType !== 'vector') {
+      throw new Error(`query_result() needs an instant vector, got ${data.resultType}`);
+    }
+    // Same text as the Prometheus datasource, so regexes written for it keep working.
+    return (data.result as PromSample[]).map((s) => ({
+      text: `${seriesText(s.metric)} ${s.value[1]} ${s.value[0] * 1000}`,
+    }));
+  }
+
+  private async promApi<T>(path: string, params: Params): Promise<T> {
+    const res = await this.getResource<PromResponse<T>>(path, params);
+    if (res?.status !== 'success') {
+      throw new Error(res?.error || `unexpected response from ${path}`);
+    }
+    return res.data;
+  }
+}
+
+function matchParam(match?: string): Params {
+  return match ? { 'match[]': match } : {};
+}
+
+function timeParams(range?: TimeRange): Params {
+  return range ? { start: Math.floor(range.from.valueOf() / 1000), end: Math.ceil(range.to.valueOf() / 1000) } : {};
+}
+
+/** A series selector from the other ad-hoc filters, so tag suggestions narrow as filters are added. */
+function filtersSelector(filters?: AdHocVariableFilter[]): string | undefined {
+  const matchers = adHocFiltersToMatchers(filters);
+  return matchers ? `{${matchers}}` : undefined;
+}
+
+function seriesText(labels: Record<string, string>): string {
+  const { __name__: name = '', ...rest } = labels;
+  const pairs = Object.entries(rest).map(([k, v]) => `${k}="${v}"`);
+  return `${name}{${pairs.join(', ')}}`;
+}

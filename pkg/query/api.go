@@ -39,6 +39,8 @@ func NewAPI(q *Querier, tenant TenantFunc) *API {
 	a.mux.HandleFunc("/api/v1/label/{name}/values", a.labelValues)
 	a.mux.HandleFunc("/api/v1/series", a.series)
 	a.mux.HandleFunc("/api/v1/query_exemplars", a.exemplars)
+	a.Handle("/api/v1/service-graph", a.serviceGraph)
+	a.Handle("/api/v1/red", a.red)
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Type: ErrorNotFound, Err: errors.New("unknown API endpoint " + r.URL.Path)})
 	})
@@ -99,7 +101,9 @@ func writeError(w http.ResponseWriter, err error) {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // "a->b" stays readable, as in Prometheus
+	_ = enc.Encode(v)
 }
 
 func respond(w http.ResponseWriter, data any, warnings []string, err error) {
@@ -483,4 +487,77 @@ func ParseDuration(s string) (time.Duration, error) {
 		return time.Duration(d), nil
 	}
 	return 0, errors.New("cannot parse " + strconv.Quote(s) + " to a valid duration")
+}
+
+// timeRange reads start and end, by default the last hour.
+func timeRange(r *http.Request) (time.Time, time.Time, error) {
+	end, err := ParseTimeParam(r, "end", time.Now())
+	if err != nil {
+		return end, end, err
+	}
+	start, err := ParseTimeParam(r, "start", end.Add(-time.Hour))
+	if err != nil {
+		return start, end, err
+	}
+	if end.Before(start) {
+		return start, end, badData("end timestamp must not be before start time")
+	}
+	return start, end, nil
+}
+
+func intParam(r *http.Request, name string) (int, error) {
+	v := r.FormValue(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, badData("invalid parameter %q: %q is not a non-negative integer", name, v)
+	}
+	return n, nil
+}
+
+// serviceGraph answers /api/v1/service-graph?start=&end=&service=&depth=
+// &connection_type=(repeatable; "rpc" for plain RPC)&filters=&max_nodes=.
+func (a *API) serviceGraph(ctx context.Context, tenant string, r *http.Request) (any, error) {
+	start, end, err := timeRange(r)
+	if err != nil {
+		return nil, err
+	}
+	o := GraphOptions{Start: start, End: end, Service: r.FormValue("service"), Matchers: r.FormValue("filters")}
+	if o.Depth, err = intParam(r, "depth"); err != nil {
+		return nil, err
+	}
+	if o.MaxNodes, err = intParam(r, "max_nodes"); err != nil {
+		return nil, err
+	}
+	for _, c := range r.Form["connection_type"] {
+		if c == "rpc" {
+			c = ""
+		}
+		o.ConnectionTypes = append(o.ConnectionTypes, c)
+	}
+	g, err := a.q.ServiceGraph(ctx, tenant, o)
+	if err != nil {
+		return nil, err
+	}
+	if g.Nodes == nil {
+		g.Nodes, g.Edges = []Node{}, []Edge{}
+	}
+	return g, nil
+}
+
+// red answers /api/v1/red?start=&end=&group_by=&span_kind=(repeatable)
+// &top=&filters=&service=.
+func (a *API) red(ctx context.Context, tenant string, r *http.Request) (any, error) {
+	start, end, err := timeRange(r)
+	if err != nil {
+		return nil, err
+	}
+	o := REDOptions{Start: start, End: end, GroupBy: r.FormValue("group_by"), SpanKinds: r.Form["span_kind"],
+		Matchers: r.FormValue("filters"), Service: r.FormValue("service")}
+	if o.TopN, err = intParam(r, "top"); err != nil {
+		return nil, err
+	}
+	return a.q.REDTable(ctx, tenant, o)
 }

@@ -1,0 +1,131 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+// Span-metrics names, as Tempo writes them.
+const (
+	metricCalls   = "traces_spanmetrics_calls_total"
+	metricLatency = "traces_spanmetrics_latency"
+)
+
+// REDOptions select a RED table.
+type REDOptions struct {
+	Start, End time.Time
+	// GroupBy is service (default) or span_name (rows per service and
+	// span name).
+	GroupBy string
+	// SpanKinds keeps spans of these kinds; default SPAN_KIND_SERVER.
+	SpanKinds []string
+	// TopN keeps the busiest rows; 0 keeps all.
+	TopN int
+	// Matchers are extra PromQL label matchers, without braces.
+	Matchers string
+	// Service keeps one service's rows.
+	Service string
+}
+
+// REDRow is rate, errors and duration of one service or operation.
+type REDRow struct {
+	Service      string
+	SpanName     string
+	Rate         float64
+	ErrorPercent float64
+	P50Ms        float64
+	P90Ms        float64
+	P99Ms        float64
+}
+
+// REDTable computes rate, error percentage and latency percentiles from
+// the span metrics over o's window.
+func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) ([]REDRow, error) {
+	if err := q.validateMatchers(o.Matchers); err != nil {
+		return nil, err
+	}
+	by := "service"
+	switch o.GroupBy {
+	case "", "service":
+	case "span_name":
+		by = "service, span_name"
+	default:
+		return nil, badData("groupBy %q is not service or span_name", o.GroupBy)
+	}
+	kinds := o.SpanKinds
+	if len(kinds) == 0 {
+		kinds = []string{"SPAN_KIND_SERVER"}
+	}
+	for _, k := range kinds {
+		if !strings.HasPrefix(k, "SPAN_KIND_") || strings.ContainsAny(k, `"\`) {
+			return nil, badData("span kind %q is not a SPAN_KIND_… value", k)
+		}
+	}
+	extra := []string{fmt.Sprintf("span_kind=~%q", strings.Join(kinds, "|"))}
+	if o.Service != "" {
+		extra = append(extra, fmt.Sprintf("service=%q", o.Service))
+	}
+	w := window(o.Start, o.End)
+	calls := selector(metricCalls, o.Matchers, extra...)
+	errs := selector(metricCalls, o.Matchers, append(extra, `status_code="STATUS_CODE_ERROR"`)...)
+	buckets := selector(metricLatency+"_bucket", o.Matchers, extra...)
+	exprs := []string{
+		fmt.Sprintf("sum by (%s) (rate(%s[%s]))", by, calls, w),
+		fmt.Sprintf("sum by (%s) (rate(%s[%s]))", by, errs, w),
+	}
+	for _, quantile := range []string{"0.5", "0.9", "0.99"} {
+		exprs = append(exprs, fmt.Sprintf("histogram_quantile(%s, sum by (%s, le) (rate(%s[%s])))", quantile, by, buckets, w))
+	}
+	type key struct{ service, span string }
+	keyOf := func(l labels.Labels) key { return key{l.Get("service"), l.Get("span_name")} }
+	values := make([]map[key]float64, len(exprs))
+	for i, e := range exprs {
+		v, err := q.vector(ctx, tenant, e, o.End)
+		if err != nil {
+			return nil, err
+		}
+		values[i] = map[key]float64{}
+		for _, s := range v {
+			values[i][keyOf(s.Metric)] = s.F
+		}
+	}
+	rows := make([]REDRow, 0, len(values[0]))
+	for k, rate := range values[0] {
+		rows = append(rows, REDRow{
+			Service:      k.service,
+			SpanName:     k.span,
+			Rate:         rate,
+			ErrorPercent: 100 * nanToZero(ratio(values[1][k], rate)),
+			P50Ms:        msOrNaN(values[2], k),
+			P90Ms:        msOrNaN(values[3], k),
+			P99Ms:        msOrNaN(values[4], k),
+		})
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Rate != rows[j].Rate {
+			return rows[i].Rate > rows[j].Rate
+		}
+		if rows[i].Service != rows[j].Service {
+			return rows[i].Service < rows[j].Service
+		}
+		return rows[i].SpanName < rows[j].SpanName
+	})
+	if o.TopN > 0 && len(rows) > o.TopN {
+		rows = rows[:o.TopN]
+	}
+	return rows, nil
+}
+
+func msOrNaN[K comparable](m map[K]float64, k K) float64 {
+	v, ok := m[k]
+	if !ok {
+		return math.NaN()
+	}
+	return v * 1000
+}

@@ -92,8 +92,8 @@ func TestSpanMetrics(t *testing.T) {
 			span("GET /", server, time.Second, failed),
 			span("SELECT", client, time.Millisecond, unset))},
 		want: map[string]float64{
-			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`: 2,
-			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_ERROR"}`: 1,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:  2,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_ERROR"}`:  1,
 			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_CLIENT", span_name="SELECT", status_code="STATUS_CODE_UNSET"}`: 1,
 			// Default buckets are 0.002 × 2^k: 3 ms is in le=0.004, 10 ms in le=0.016.
 			`{__name__="traces_spanmetrics_latency_bucket", le="0.002", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:  0,
@@ -101,8 +101,8 @@ func TestSpanMetrics(t *testing.T) {
 			`{__name__="traces_spanmetrics_latency_bucket", le="0.016", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:  2,
 			`{__name__="traces_spanmetrics_latency_bucket", le="16.384", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`: 2,
 			`{__name__="traces_spanmetrics_latency_bucket", le="+Inf", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:   2,
-			`{__name__="traces_spanmetrics_latency_sum", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:                0.013,
-			`{__name__="traces_spanmetrics_latency_count", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:              2,
+			`{__name__="traces_spanmetrics_latency_sum", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:                 0.013,
+			`{__name__="traces_spanmetrics_latency_count", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`:               2,
 		},
 		none: []string{"status_message", "deployment_environment"},
 	}, {
@@ -166,10 +166,10 @@ func TestSpanMetrics(t *testing.T) {
 				return s
 			}())},
 		want: map[string]float64{
-			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="weighted", status_code="STATUS_CODE_UNSET"}`:     10,
-			`{__name__="traces_spanmetrics_latency_count", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="weighted", status_code="STATUS_CODE_UNSET"}`:   10,
-			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`:      4,
-			`{__name__="traces_spanmetrics_latency_sum", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`:      0.004,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="weighted", status_code="STATUS_CODE_UNSET"}`:               10,
+			`{__name__="traces_spanmetrics_latency_count", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="weighted", status_code="STATUS_CODE_UNSET"}`:             10,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`:                4,
+			`{__name__="traces_spanmetrics_latency_sum", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`:                0.004,
 			`{__name__="traces_spanmetrics_latency_bucket", le="0.002", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`: 4,
 		},
 	}, {
@@ -181,7 +181,7 @@ func TestSpanMetrics(t *testing.T) {
 		rss: []*tracepb.ResourceSpans{resource(append(svc, str("service.namespace", "shop"), str("service.instance.id", "pod-1"), str("host.name", "n1"), str("k8s.pod.name", "pod-1")),
 			span("GET /", server, time.Millisecond, unset))},
 		want: map[string]float64{
-			`{__name__="traces_target_info", deployment_environment="prod", instance="pod-1", job="shop/checkout", k8s_pod_name="pod-1"}`:                                                                  1,
+			`{__name__="traces_target_info", deployment_environment="prod", instance="pod-1", job="shop/checkout", k8s_pod_name="pod-1"}`:                                                              1,
 			`{__name__="traces_spanmetrics_calls_total", instance="pod-1", job="shop/checkout", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`: 1,
 		},
 		none: []string{"host_name"},

@@ -76,6 +76,10 @@ type Engine struct {
 	mu      sync.RWMutex
 	tenants map[string]*Instance
 
+	// collectMu is held around each collection, so that remote write can
+	// switch from catching up to live shipping between two collections.
+	collectMu sync.Mutex
+
 	stop    chan struct{}
 	loops   sync.WaitGroup
 	stopped atomic.Bool
@@ -140,7 +144,7 @@ func (e *Engine) Stop(ctx context.Context) {
 	e.receiver.Stop(ctx)
 	close(e.stop)
 	e.loops.Wait()
-	e.collectAll(time.Now())
+	e.collectAll()
 	e.closeStores()
 }
 
@@ -275,13 +279,19 @@ func (e *Engine) collectLoop() {
 		select {
 		case <-e.stop:
 			return
-		case now := <-t.C:
-			e.collectAll(now)
+		case <-t.C:
+			e.collectAll()
 		}
 	}
 }
 
-func (e *Engine) collectAll(now time.Time) {
+// collectAll writes every tenant's series. The timestamp is taken under
+// collectMu, not from the ticker, so that a collection is never stamped
+// before a remote-write switch-over that delayed it.
+func (e *Engine) collectAll() {
+	e.collectMu.Lock()
+	defer e.collectMu.Unlock()
+	now := time.Now()
 	e.mu.RLock()
 	insts := make([]*Instance, 0, len(e.tenants))
 	for _, inst := range e.tenants {
@@ -295,7 +305,7 @@ func (e *Engine) collectAll(now time.Time) {
 
 // Collect writes every tenant's series now; tests use it instead of
 // waiting for the interval.
-func (e *Engine) Collect() { e.collectAll(time.Now()) }
+func (e *Engine) Collect() { e.collectAll() }
 
 func (e *Engine) collect(inst *Instance, now time.Time) {
 	app := inst.Store.Appender(context.Background())

@@ -336,7 +336,7 @@ func decodeAnyValue(data []byte, out *Value) error {
 			*out = Value{Type: ValueInt, Int: int64(x)}
 		case num == 4 && typ == protowire.Fixed64Type:
 			*out = Value{Type: ValueDouble, Double: math.Float64frombits(x)}
-		case (num == 5 || num == 6 || num == 7) && typ == protowire.BytesType:
+		case (num == 5 || num == 6 || num == 7) && typ == protowire.BytesType, num == 8 && typ == protowire.VarintType:
 			// Arrays, maps and bytes never become label values.
 			*out = Value{Type: ValueOther}
 		}

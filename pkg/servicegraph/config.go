@@ -21,12 +21,13 @@ import (
 // do pair on top of that. Tempo's 10 000 items are full after 0.1 s at
 // 100 k spans/s, which is why it loses most edges.
 //
-// Cost: one pending half edge takes about 200 bytes (the edge record with
-// its service, peer and timing fields, its [24]byte map key and slot, and
-// its free-list entry; BenchmarkPendingBytes measures it) plus 32 bytes per
-// configured dimension, so a full store of 2^22 items is about 0.8 GB. The
-// memory is taken as the store fills, in 256-edge chunks, not up front, and
-// an idle store costs nothing.
+// Cost: a pending half edge holds one side only (service, peer, times,
+// weight, kind), about 170 bytes with its [24]byte map key and slot and its
+// free-list entry, plus about 20 bytes per configured dimension
+// (TestPendingBytes measures both). A full store of 2^22 items is thus
+// about 0.7 GB; the memory is taken as the store fills, in 256-slot chunks,
+// not up front. Chunks are kept for reuse once allocated, so after a burst
+// the store keeps its high-water mark.
 const DefaultMaxItems = 1 << 22
 
 // Config of the service graph processor. The yaml keys and defaults follow

@@ -16,13 +16,12 @@ package servicegraph
 
 import (
 	"math"
+	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/registry"
@@ -57,7 +56,9 @@ type Options struct {
 }
 
 // Processor pairs spans into edges. Push, Expire, Flush and Stats may be
-// called from several goroutines at once.
+// called from several goroutines at once. Nothing expires unless the owner
+// calls Expire: the processor runs no goroutine of its own, so the engine
+// decides its pace and tests decide time.
 type Processor struct {
 	cfg    Config
 	now    func() time.Time
@@ -69,9 +70,14 @@ type Processor struct {
 	// is the position of virtual_node among them, -1 when off.
 	nValues, vnodePos int
 
-	shards   []shard
-	mask     uint64
-	capacity int
+	shards    []shard
+	shardBits uint
+
+	// keys holds the attributes a client or root server span is searched
+	// for; the indices say which is which.
+	keys                                      keySet
+	dbNames, peers                            []int
+	peerService, serverAddr, netAddr, netPort int
 
 	requests, failed, unpaired, dropped        *registry.Counter
 	serverSeconds, clientSeconds, messagingSec *registry.Histogram
@@ -107,18 +113,27 @@ func New(cfg Config, reg *registry.Registry, opts Options) (*Processor, error) {
 		nDims:    len(cfg.Dimensions),
 		nValues:  len(names),
 		vnodePos: -1,
-		capacity: cfg.MaxItems,
 		self:     newSelfMetrics(opts.Tenant),
 	}
 	if p.now == nil {
 		p.now = time.Now
 	}
+	for _, k := range cfg.DatabaseNameAttributes {
+		p.dbNames = append(p.dbNames, p.keys.add(k))
+	}
+	for _, k := range cfg.PeerAttributes {
+		p.peers = append(p.peers, p.keys.add(k))
+	}
+	p.peerService = p.keys.add("peer.service")
+	p.serverAddr = p.keys.add("server.address")
+	p.netAddr = p.keys.add("network.peer.address")
+	p.netPort = p.keys.add("network.peer.port")
 	if cfg.EnableVirtualNodeLabel {
 		p.vnodePos = len(names) - 1
 	}
 	n := shardCount(cfg.MaxItems)
 	p.shards = make([]shard, n)
-	p.mask = uint64(n - 1)
+	p.shardBits = uint(bits.TrailingZeros(uint(n)))
 	for i := range p.shards {
 		c := cfg.MaxItems / n
 		if i < cfg.MaxItems%n {
@@ -164,7 +179,7 @@ type Stats struct {
 // Stats returns the current figures.
 func (p *Processor) Stats() Stats {
 	s := Stats{
-		Capacity:  p.capacity,
+		Capacity:  p.cfg.MaxItems,
 		Completed: p.completed.Load(),
 		Virtual:   p.virtual.Load(),
 		Unpaired:  p.unpairedN.Load(),
@@ -188,13 +203,16 @@ type state struct {
 	sides []string // client, server: labels of unpaired and dropped spans
 	res   otlp.ResolvedDims
 	text  []byte
-	// dims holds both sides' dimension values of the edge being completed.
-	dims []string
-	e    edge
+	// cur holds the dimension values of the span at hand, other those of
+	// the half edge it completes, none empty values for a side not seen.
+	cur, other, none []string
+	// resAttrs and spanAttrs hold the values of p.keys on the resource
+	// and on the span at hand.
+	resAttrs, spanAttrs []otlp.Value
 	// strs maps request strings to owned copies (see own).
 	strs map[string]string
-	// batch and batchDims carry expired edges out of a shard's lock.
-	batch     []edge
+	// batch and batchDims carry expired half edges out of a shard's lock.
+	batch     []pending
 	batchDims []string
 
 	completed, virtual, unpaired, dropped uint64
@@ -214,10 +232,14 @@ func (p *Processor) newState() *state {
 		sides:     make([]string, 2),
 		res:       p.dims.NewResolved(),
 		text:      make([]byte, 0, 256),
-		dims:      make([]string, 2*p.nDims),
+		cur:       make([]string, p.nDims),
+		other:     make([]string, p.nDims),
+		none:      make([]string, p.nDims),
+		resAttrs:  make([]otlp.Value, len(p.keys.keys)),
+		spanAttrs: make([]otlp.Value, len(p.keys.keys)),
 		strs:      make(map[string]string),
-		batch:     make([]edge, expireBatch),
-		batchDims: make([]string, expireBatch*2*p.nDims),
+		batch:     make([]pending, expireBatch),
+		batchDims: make([]string, expireBatch*p.nDims),
 	}
 }
 
@@ -240,11 +262,14 @@ func (st *state) own(s string) string {
 	return c
 }
 
-// text returns v as label text, formatting non-string values into st.text;
-// the result is valid until st.text is reset.
+// textOf returns v as label text, formatting non-string values into
+// st.text; the result is valid until st.text is reset.
 func (st *state) textOf(v otlp.Value) string {
-	if v.Type == otlp.ValueString {
+	switch v.Type {
+	case otlp.ValueString:
 		return v.Str
+	case otlp.ValueEmpty:
+		return ""
 	}
 	start := len(st.text)
 	st.text, _ = v.AppendText(st.text)
@@ -271,13 +296,12 @@ func (p *Processor) flush(st *state) {
 	}
 }
 
-// side is one span's contribution to an edge.
-type side struct {
-	service string
-	span    *otlp.Span
-	peer    string
-	weight  float64
-	client  bool
+func isClientSide(k otlp.SpanKind) bool {
+	return k == otlp.SpanKindClient || k == otlp.SpanKindProducer
+}
+
+func isMessaging(k otlp.SpanKind) bool {
+	return k == otlp.SpanKindProducer || k == otlp.SpanKindConsumer
 }
 
 // Push pairs the CLIENT, PRODUCER, SERVER and CONSUMER spans of b. It keeps
@@ -298,20 +322,19 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 	if !ok {
 		return
 	}
-	service := v.Text()
+	// Owned once per resource: every half edge it leaves keeps it.
+	service := st.own(v.Text())
 	if service == "" {
 		return
 	}
 	if p.nDims > 0 {
 		p.dims.ResolveResource(&st.res, rs.Attributes)
 	}
+	p.keys.scan(rs.Attributes, st.resAttrs)
 	for si := range rs.Spans {
 		s := &rs.Spans[si]
-		sd := side{service: service, span: s}
 		switch s.Kind {
-		case otlp.SpanKindClient, otlp.SpanKindProducer:
-			sd.client = true
-		case otlp.SpanKindServer, otlp.SpanKindConsumer:
+		case otlp.SpanKindClient, otlp.SpanKindProducer, otlp.SpanKindServer, otlp.SpanKindConsumer:
 		default:
 			continue
 		}
@@ -321,126 +344,115 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 		st.text = st.text[:0]
 		if p.nDims > 0 {
 			st.text = p.dims.ResolveSpan(&st.res, s.Attributes, st.text)
+			for i := range st.cur {
+				st.cur[i] = st.res.Value(i)
+			}
 		}
-		sd.weight = p.weight(rs.Attributes, s)
-		if sd.client {
-			if p.database(st, rs.Attributes, &sd) {
+		h := half{
+			service: service,
+			start:   s.Start,
+			end:     s.End,
+			weight:  p.weight(rs.Attributes, s),
+			kind:    s.Kind,
+			failed:  s.StatusCode == otlp.StatusError,
+			root:    !s.HasParent(),
+		}
+		if isClientSide(s.Kind) {
+			p.keys.scan(s.Attributes, st.spanAttrs)
+			if p.database(st, s, &h) {
 				continue
 			}
-			sd.peer = p.peer(st, s)
-			p.pushSide(st, makeKey(&s.TraceID, &s.SpanID), &sd, now)
+			h.peer = p.peer(st)
+			p.pushHalf(st, makeKey(&s.TraceID, &s.SpanID), &h, now)
 			continue
 		}
-		if !s.HasParent() {
-			sd.peer = p.peer(st, s)
+		if h.root {
+			p.keys.scan(s.Attributes, st.spanAttrs)
+			h.peer = p.peer(st)
 		}
-		p.pushSide(st, makeKey(&s.TraceID, &s.ParentSpanID), &sd, now)
+		p.pushHalf(st, makeKey(&s.TraceID, &s.ParentSpanID), &h, now)
 	}
 }
 
-// pushSide adds one side to the edge under k: it completes the edge when
-// the other side waits there, and otherwise leaves the side waiting.
-func (p *Processor) pushSide(st *state, k key, sd *side, now int64) {
-	sh := &p.shards[shardIndex(k.traceID(), p.mask)]
+// pushHalf completes the edge under k when its other side waits there, and
+// otherwise leaves h waiting.
+func (p *Processor) pushHalf(st *state, k key, h *half, now int64) {
+	sh := &p.shards[shardIndex(k.traceID(), p.shardBits)]
+	client := isClientSide(h.kind)
 	sh.mu.Lock()
 	if i, ok := sh.index[k]; ok {
 		e := sh.edge(i)
-		if (sd.client && e.serverKind != 0) || (!sd.client && e.clientKind != 0) {
-			// Copy the edge out so that the registry is updated after the
-			// lock is released.
-			st.e = *e
-			copy(st.dims, sh.dims(i))
+		if isClientSide(e.kind) != client {
+			// Copy the other side out so that the registry is updated after
+			// the lock is released.
+			other := e.half
+			copy(st.other, sh.dims(i))
 			sh.remove(i)
 			sh.mu.Unlock()
-			p.fill(st, &st.e, st.dims, sd, false)
-			p.complete(st, &st.e, st.dims)
+			// The weight is the latest span's, as in Tempo.
+			ed := edge{trace: k.traceID(), weight: h.weight}
+			if client {
+				ed.client, ed.clientDims, ed.server, ed.serverDims = h, st.cur, &other, st.other
+			} else {
+				ed.client, ed.clientDims, ed.server, ed.serverDims = &other, st.other, h, st.cur
+			}
+			conn := ""
+			if isMessaging(h.kind) || isMessaging(other.kind) {
+				conn = ConnectionMessaging
+			}
+			p.record(st, &ed, ed.client.service, ed.server.service, conn, "")
 			return
 		}
 		// Another span of the same side, such as a second server span under
 		// one client span: like Tempo, the latest one stands in for both,
 		// so the edge is counted once.
-		p.fill(st, e, sh.dims(i), sd, true)
+		h.failed = h.failed || e.failed
+		p.keep(st, &e.half, sh.dims(i), h)
 		sh.mu.Unlock()
 		return
 	}
 	i := sh.insert(k, now+p.wait)
 	if i == none {
 		sh.mu.Unlock()
-		p.drop(st, sd)
+		p.drop(st, h)
 		return
 	}
-	p.fill(st, sh.edge(i), sh.dims(i), sd, true)
+	e := sh.edge(i)
+	p.keep(st, &e.half, sh.dims(i), h)
 	sh.mu.Unlock()
 }
 
-// fill writes sd into e and its dimension values into dims. owned says
-// that e stays in the store, so its strings must be copied.
-func (p *Processor) fill(st *state, e *edge, dims []string, sd *side, owned bool) {
-	s := sd.span
-	service, peer := sd.service, sd.peer
-	if owned {
-		service, peer = st.own(service), st.own(peer)
+// keep stores h and the span's dimension values with owned strings (the
+// service is owned already).
+func (p *Processor) keep(st *state, dst *half, dims []string, h *half) {
+	*dst = *h
+	dst.peer = st.own(h.peer)
+	for i, v := range st.cur {
+		dims[i] = st.own(v)
 	}
-	off := 0
-	if !sd.client {
-		off = p.nDims
-	}
-	for i := 0; i < p.nDims; i++ {
-		v := st.res.Value(i)
-		if owned {
-			v = st.own(v)
-		}
-		dims[off+i] = v
-	}
-	if sd.client {
-		e.clientService = service
-		e.clientStart, e.clientEnd = s.Start, s.End
-		e.clientKind = uint8(s.Kind)
-	} else {
-		e.serverService = service
-		e.serverStart, e.serverEnd = s.Start, s.End
-		e.serverKind = uint8(s.Kind)
-		e.root = !s.HasParent()
-	}
-	e.peer = peer
-	e.failed = e.failed || s.StatusCode == otlp.StatusError
-	e.weight = sd.weight
-}
-
-func isMessaging(kind uint8) bool {
-	return kind == uint8(otlp.SpanKindProducer) || kind == uint8(otlp.SpanKindConsumer)
-}
-
-func (p *Processor) complete(st *state, e *edge, dims []string) {
-	conn := ""
-	if isMessaging(e.clientKind) || isMessaging(e.serverKind) {
-		conn = ConnectionMessaging
-	}
-	p.record(st, e, dims, e.clientService, e.serverService, conn, "")
 }
 
 // database records a client span that carries a database attribute as a
 // database edge at once: databases send no spans to wait for. It reports
-// whether the span was one.
-func (p *Processor) database(st *state, resource []otlp.KeyValue, sd *side) bool {
-	s := sd.span
+// whether the span was one. st.spanAttrs must hold the span's keys.
+func (p *Processor) database(st *state, s *otlp.Span, h *half) bool {
 	dbName := ""
-	for _, k := range p.cfg.DatabaseNameAttributes {
-		if dbName = p.lookup(st, resource, s.Attributes, k); dbName != "" {
+	for _, i := range p.dbNames {
+		if dbName = st.attr(i); dbName != "" {
 			break
 		}
 	}
 	if dbName == "" {
 		return false
 	}
-	server := p.lookup(st, resource, s.Attributes, "peer.service")
+	server := st.attr(p.peerService)
 	if server == "" {
-		server = p.lookup(st, resource, s.Attributes, "server.address")
+		server = st.attr(p.serverAddr)
 	}
 	if server == "" {
-		if host := p.lookup(st, resource, s.Attributes, "network.peer.address"); host != "" {
+		if host := st.attr(p.netAddr); host != "" {
 			server = host
-			if port := p.lookup(st, resource, s.Attributes, "network.peer.port"); port != "" {
+			if port := st.attr(p.netPort); port != "" {
 				start := len(st.text)
 				st.text = append(append(append(st.text, host...), ':'), port...)
 				server = unsafe.String(&st.text[start], len(st.text)-start)
@@ -450,38 +462,32 @@ func (p *Processor) database(st *state, resource []otlp.KeyValue, sd *side) bool
 	if server == "" {
 		server = dbName
 	}
-	st.e = edge{key: makeKey(&s.TraceID, &s.SpanID)}
-	clear(st.dims)
-	p.fill(st, &st.e, st.dims, sd, false)
 	// The client span measured the database call: Tempo records its
 	// duration as the server's too.
-	st.e.serverStart, st.e.serverEnd, st.e.serverKind = s.Start, s.End, st.e.clientKind
-	p.record(st, &st.e, st.dims, sd.service, server, ConnectionDatabase, "")
+	p.record(st, &edge{
+		trace:  &s.TraceID,
+		weight: h.weight,
+		client: h, clientDims: st.cur,
+		server: h, serverDims: st.none,
+	}, h.service, server, ConnectionDatabase, "")
 	return true
 }
 
-// lookup returns the text of key, resource first, then span, "" if absent.
-func (p *Processor) lookup(st *state, resource, span []otlp.KeyValue, key string) string {
-	if v, ok := otlp.Lookup(resource, key); ok {
-		if t := st.textOf(v); t != "" {
-			return t
-		}
+// attr returns the text of key i, resource first, then span, "" if absent.
+func (st *state) attr(i int) string {
+	if t := st.textOf(st.resAttrs[i]); t != "" {
+		return t
 	}
-	if v, ok := otlp.Lookup(span, key); ok {
-		return st.textOf(v)
-	}
-	return ""
+	return st.textOf(st.spanAttrs[i])
 }
 
 // peer returns the first peer attribute of the span. Like Tempo it reads
 // only the span's own attributes: the resource describes the span's own
 // service, not the one it talks to.
-func (p *Processor) peer(st *state, s *otlp.Span) string {
-	for _, k := range p.cfg.PeerAttributes {
-		if v, ok := otlp.Lookup(s.Attributes, k); ok {
-			if t := st.textOf(v); t != "" {
-				return t
-			}
+func (p *Processor) peer(st *state) string {
+	for _, i := range p.peers {
+		if t := st.textOf(st.spanAttrs[i]); t != "" {
+			return t
 		}
 	}
 	return ""
@@ -522,15 +528,23 @@ func seconds(start, end uint64) float64 {
 	return float64(end-start) / 1e9
 }
 
+// edge is a whole edge on its way to the registry. A virtual edge has one
+// side nil.
+type edge struct {
+	trace                  *[16]byte
+	client, server         *half
+	clientDims, serverDims []string
+	weight                 float64
+}
+
 // record writes an edge to the registry. Only the sides that were seen get
 // a latency observation: a virtual node's duration was never measured, and
 // a zero would drag its averages down.
-func (p *Processor) record(st *state, e *edge, dims []string, client, server, conn, vnode string) {
+func (p *Processor) record(st *state, e *edge, client, server, conn, vnode string) {
 	vals := st.vals
 	vals[0], vals[1], vals[2] = client, server, conn
-	n := p.nDims
-	for i := 0; i < n; i++ {
-		cv, sv := dims[i], dims[n+i]
+	for i := 0; i < p.nDims; i++ {
+		cv, sv := e.clientDims[i], e.serverDims[i]
 		switch {
 		case p.cfg.EnableClientServerPrefix:
 			vals[3+2*i], vals[4+2*i] = cv, sv
@@ -545,36 +559,41 @@ func (p *Processor) record(st *state, e *edge, dims []string, client, server, co
 	}
 	lv := registry.MakeLabelValues(vals)
 	w := e.weight
+	c, s := e.client, e.server
 	p.requests.Add(lv, w)
-	if e.failed {
+	if (c != nil && c.failed) || (s != nil && s.failed) {
 		p.failed.Add(lv, w)
 	}
-	trace := e.key.traceID()
-	if e.clientKind != 0 {
-		p.clientSeconds.Observe(lv, seconds(e.clientStart, e.clientEnd), w, trace, int64(e.clientEnd/1e6))
+	if c != nil {
+		p.clientSeconds.Observe(lv, seconds(c.start, c.end), w, e.trace, int64(c.end/1e6))
 	}
-	if e.serverKind != 0 {
-		p.serverSeconds.Observe(lv, seconds(e.serverStart, e.serverEnd), w, trace, int64(e.serverEnd/1e6))
+	if s != nil {
+		p.serverSeconds.Observe(lv, seconds(s.start, s.end), w, e.trace, int64(s.end/1e6))
 	}
-	if p.messagingSec != nil && conn == ConnectionMessaging && e.clientKind != 0 && e.serverKind != 0 {
+	if p.messagingSec != nil && conn == ConnectionMessaging && c != nil && s != nil {
 		// A consumer that starts before its producer ends means skewed
 		// clocks; Tempo skips those rather than record a zero.
-		if d := seconds(e.clientEnd, e.serverStart); d > 0 {
-			p.messagingSec.Observe(lv, d, w, trace, int64(e.serverStart/1e6))
+		if d := seconds(c.end, s.start); d > 0 {
+			p.messagingSec.Observe(lv, d, w, e.trace, int64(s.start/1e6))
 		}
 	}
 	st.completed++
 }
 
-// drop counts a span refused by a full store.
-func (p *Processor) drop(st *state, sd *side) {
+// countSide adds one span of service to a counter labelled by its side.
+func (p *Processor) countSide(st *state, c *registry.Counter, h *half) {
 	st.sides[0], st.sides[1] = "", ""
-	if sd.client {
-		st.sides[0] = sd.service
+	if isClientSide(h.kind) {
+		st.sides[0] = h.service
 	} else {
-		st.sides[1] = sd.service
+		st.sides[1] = h.service
 	}
-	p.dropped.Add(registry.MakeLabelValues(st.sides), 1)
+	c.Add(registry.MakeLabelValues(st.sides), 1)
+}
+
+// drop counts a span refused by a full store.
+func (p *Processor) drop(st *state, h *half) {
+	p.countSide(st, p.dropped, h)
 	st.dropped++
 }
 
@@ -588,7 +607,7 @@ func (p *Processor) Flush() { p.expire(math.MaxInt64) }
 
 func (p *Processor) expire(now int64) {
 	st := p.scratch.Get().(*state)
-	w := 2 * p.nDims
+	d := p.nDims
 	for i := range p.shards {
 		sh := &p.shards[i]
 		for {
@@ -602,13 +621,13 @@ func (p *Processor) expire(now int64) {
 					break
 				}
 				st.batch[n] = *e
-				copy(st.batchDims[n*w:(n+1)*w], sh.dims(sh.head))
+				copy(st.batchDims[n*d:(n+1)*d], sh.dims(sh.head))
 				sh.remove(sh.head)
 				n++
 			}
 			sh.mu.Unlock()
 			for j := 0; j < n; j++ {
-				p.settle(st, &st.batch[j], st.batchDims[j*w:(j+1)*w])
+				p.settle(st, &st.batch[j], st.batchDims[j*d:(j+1)*d])
 			}
 			if n < expireBatch {
 				break
@@ -622,72 +641,25 @@ func (p *Processor) expire(now int64) {
 // settle handles a half edge whose wait is over: a client that names its
 // peer becomes an edge to that peer, a root server an edge from its peer or
 // from "user"; anything else is an unpaired span.
-func (p *Processor) settle(st *state, e *edge, dims []string) {
-	kind := e.clientKind
-	if kind == 0 {
-		kind = e.serverKind
-	}
-	st.expired[kind]++
+func (p *Processor) settle(st *state, pe *pending, dims []string) {
+	h := &pe.half
+	st.expired[h.kind]++
+	e := edge{trace: pe.key.traceID(), weight: h.weight}
 	switch {
-	case e.clientKind != 0 && e.peer != "":
-		p.record(st, e, dims, e.clientService, e.peer, ConnectionVirtualNode, "server")
+	case isClientSide(h.kind) && h.peer != "":
+		e.client, e.clientDims, e.serverDims = h, dims, st.none
+		p.record(st, &e, h.service, h.peer, ConnectionVirtualNode, "server")
 		st.virtual++
-	case e.serverKind != 0 && e.root:
-		client := e.peer
+	case !isClientSide(h.kind) && h.root:
+		client := h.peer
 		if client == "" {
 			client = "user"
 		}
-		p.record(st, e, dims, client, e.serverService, ConnectionVirtualNode, "client")
+		e.server, e.clientDims, e.serverDims = h, st.none, dims
+		p.record(st, &e, client, h.service, ConnectionVirtualNode, "client")
 		st.virtual++
 	default:
-		st.sides[0], st.sides[1] = e.clientService, e.serverService
-		p.unpaired.Add(registry.MakeLabelValues(st.sides), 1)
+		p.countSide(st, p.unpaired, h)
 		st.unpaired++
 	}
-}
-
-// selfMetrics describe the processor in the process's own registry.
-type selfMetrics struct {
-	pending, fill, expired, completed, dropped *prometheus.Desc
-}
-
-func newSelfMetrics(tenant string) selfMetrics {
-	l := prometheus.Labels{"tenant": tenant}
-	return selfMetrics{
-		pending: prometheus.NewDesc("spangraph_servicegraph_pending_edges",
-			"Half edges waiting in the edge store for their other side.", nil, l),
-		fill: prometheus.NewDesc("spangraph_servicegraph_store_fill_ratio",
-			"Pending half edges divided by max_items.", nil, l),
-		expired: prometheus.NewDesc("spangraph_servicegraph_expired_edges_total",
-			"Half edges that waited the whole wait, by the span kind of the side seen.", []string{"span_kind"}, l),
-		completed: prometheus.NewDesc("spangraph_servicegraph_completed_edges_total",
-			"Edges recorded: paired, database and virtual.", nil, l),
-		dropped: prometheus.NewDesc("spangraph_servicegraph_dropped_spans_total",
-			"Spans refused because the edge store was full.", nil, l),
-	}
-}
-
-// Describe implements prometheus.Collector. The engine registers the
-// processor in its own registry and unregisters it with its tenant; the
-// tenant is a constant label, so every tenant's processor can be
-// registered side by side.
-func (p *Processor) Describe(ch chan<- *prometheus.Desc) {
-	ch <- p.self.pending
-	ch <- p.self.fill
-	ch <- p.self.expired
-	ch <- p.self.completed
-	ch <- p.self.dropped
-}
-
-// Collect implements prometheus.Collector. The figures are read at scrape
-// time, so the hot path pays nothing for them.
-func (p *Processor) Collect(ch chan<- prometheus.Metric) {
-	s := p.Stats()
-	ch <- prometheus.MustNewConstMetric(p.self.pending, prometheus.GaugeValue, float64(s.Pending))
-	ch <- prometheus.MustNewConstMetric(p.self.fill, prometheus.GaugeValue, float64(s.Pending)/float64(s.Capacity))
-	for _, k := range []otlp.SpanKind{otlp.SpanKindClient, otlp.SpanKindProducer, otlp.SpanKindServer, otlp.SpanKindConsumer} {
-		ch <- prometheus.MustNewConstMetric(p.self.expired, prometheus.CounterValue, float64(p.expired[k].Load()), k.String())
-	}
-	ch <- prometheus.MustNewConstMetric(p.self.completed, prometheus.CounterValue, float64(s.Completed))
-	ch <- prometheus.MustNewConstMetric(p.self.dropped, prometheus.CounterValue, float64(s.Dropped))
 }

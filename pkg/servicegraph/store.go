@@ -3,6 +3,8 @@ package servicegraph
 import (
 	"encoding/binary"
 	"sync"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
 // key is a trace id followed by a span id: the client's own span id or the
@@ -20,28 +22,28 @@ func makeKey(trace *[16]byte, span *[8]byte) key {
 
 func (k *key) traceID() *[16]byte { return (*[16]byte)(k[:16]) }
 
-// edge is one pending half edge, or a whole one on its way to the
-// registry. Strings are owned copies (interned), never request memory.
-type edge struct {
+// half is what one span tells about its end of a call. Strings of a half
+// in the store are owned copies, never request memory.
+type half struct {
+	service string
+	// peer is the span's peer attribute: what it names as its other side.
+	peer       string
+	start, end uint64 // unix ns
+	weight     float64
+	kind       otlp.SpanKind
+	failed     bool
+	// root marks a server span without a parent span.
+	root bool
+}
+
+// pending is a half edge waiting in the store for its other side. It holds
+// one side only: the other one, when it comes, completes the edge and never
+// needs storing.
+type pending struct {
 	key        key
 	prev, next int32 // the shard's time-ordered list
 	deadline   int64 // unix ns at which the half edge expires
-
-	clientService, serverService string
-	// peer is what the present side names as its other side: a client's
-	// peer attribute, or a root server's.
-	peer string
-
-	clientStart, clientEnd uint64
-	serverStart, serverEnd uint64
-	weight                 float64
-
-	// clientKind and serverKind are the sides' otlp.SpanKind; 0 means the
-	// side has not been seen.
-	clientKind, serverKind uint8
-	failed                 bool
-	// root marks a server side without a parent span.
-	root bool
+	half
 }
 
 const (
@@ -54,8 +56,8 @@ const (
 // growing slice so that growth never copies pending edges under the lock,
 // and a slot's address stays put while it is in use.
 type chunk struct {
-	edges [chunkSize]edge
-	// dims holds 2×nDims values per slot: the client's, then the server's.
+	edges [chunkSize]pending
+	// dims holds nDims dimension values per slot.
 	dims []string
 }
 
@@ -83,12 +85,11 @@ func (sh *shard) init(capacity, nDims int) {
 	sh.nDims = nDims
 }
 
-func (sh *shard) edge(i int32) *edge { return &sh.chunks[i>>chunkBits].edges[i&(chunkSize-1)] }
+func (sh *shard) edge(i int32) *pending { return &sh.chunks[i>>chunkBits].edges[i&(chunkSize-1)] }
 
 func (sh *shard) dims(i int32) []string {
-	w := 2 * sh.nDims
-	o := int(i&(chunkSize-1)) * w
-	return sh.chunks[i>>chunkBits].dims[o : o+w : o+w]
+	o := int(i&(chunkSize-1)) * sh.nDims
+	return sh.chunks[i>>chunkBits].dims[o : o+sh.nDims : o+sh.nDims]
 }
 
 // insert takes a free slot for k, links it as the newest edge and returns
@@ -98,7 +99,7 @@ func (sh *shard) insert(k key, deadline int64) int32 {
 		return none
 	}
 	if len(sh.free) == 0 {
-		c := &chunk{dims: make([]string, chunkSize*2*sh.nDims)}
+		c := &chunk{dims: make([]string, chunkSize*sh.nDims)}
 		base := int32(len(sh.chunks)) << chunkBits
 		sh.chunks = append(sh.chunks, c)
 		for j := int32(chunkSize - 1); j >= 0; j-- {
@@ -108,7 +109,7 @@ func (sh *shard) insert(k key, deadline int64) int32 {
 	i := sh.free[len(sh.free)-1]
 	sh.free = sh.free[:len(sh.free)-1]
 	e := sh.edge(i)
-	*e = edge{key: k, deadline: deadline, prev: sh.tail, next: none}
+	*e = pending{key: k, deadline: deadline, prev: sh.tail, next: none}
 	if sh.tail != none {
 		sh.edge(sh.tail).next = i
 	} else {
@@ -135,19 +136,19 @@ func (sh *shard) remove(i int32) {
 		sh.tail = e.prev
 	}
 	delete(sh.index, e.key)
-	*e = edge{}
+	*e = pending{}
 	clear(sh.dims(i))
 	sh.free = append(sh.free, i)
 	sh.n--
 }
 
-// shardIndex spreads trace ids over the shards. Trace ids are usually
-// random, but some generators put a timestamp or a counter in front, so all
-// 16 bytes are mixed.
-func shardIndex(trace *[16]byte, mask uint64) uint64 {
-	h := binary.LittleEndian.Uint64(trace[:8]) ^ binary.LittleEndian.Uint64(trace[8:])
-	h *= 0x9e3779b97f4a7c15
-	return (h >> 32) & mask
+// shardIndex spreads trace ids over 1<<bits shards. Trace ids are usually
+// random, but some generators put a timestamp or a counter in them, so all
+// 16 bytes are mixed, and the shard comes from the top bits of the product,
+// the only ones that every input bit reaches.
+func shardIndex(trace *[16]byte, bits uint) uint64 {
+	h := binary.LittleEndian.Uint64(trace[:8]) ^ binary.BigEndian.Uint64(trace[8:])
+	return (h * 0x9e3779b97f4a7c15) >> (64 - bits)
 }
 
 // shardCount picks up to 128 shards but keeps at least 1024 slots in each,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/servicegraph"
 	"github.com/spangraph/spangraph/pkg/spanmetrics"
 )
 
@@ -39,9 +40,10 @@ type Config struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 
-	Receiver    receiver.Config    `yaml:"receiver"`
-	Registry    registry.Config    `yaml:"registry"`
-	SpanMetrics spanmetrics.Config `yaml:"spanmetrics"`
+	Receiver     receiver.Config     `yaml:"receiver"`
+	Registry     registry.Config     `yaml:"registry"`
+	SpanMetrics  spanmetrics.Config  `yaml:"spanmetrics"`
+	ServiceGraph servicegraph.Config `yaml:"servicegraph"`
 }
 
 // Default returns the defaults of every key.
@@ -59,6 +61,7 @@ func Default() Config {
 		Receiver:           receiver.DefaultConfig(),
 		Registry:           registry.DefaultConfig(),
 		SpanMetrics:        spanmetrics.DefaultConfig(),
+		ServiceGraph:       servicegraph.DefaultConfig(),
 	}
 }
 
@@ -87,7 +90,10 @@ func (c *Config) Validate() error {
 	if err := c.Registry.Validate("registry"); err != nil {
 		return err
 	}
-	return c.SpanMetrics.Validate("spanmetrics")
+	if err := c.SpanMetrics.Validate("spanmetrics"); err != nil {
+		return err
+	}
+	return c.ServiceGraph.Validate("servicegraph")
 }
 
 // LoadFile reads a YAML file over c. Unknown keys are errors: a misspelt

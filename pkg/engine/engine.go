@@ -23,6 +23,7 @@ import (
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/servicegraph"
 	"github.com/spangraph/spangraph/pkg/spanmetrics"
 	"github.com/spangraph/spangraph/pkg/store"
 )
@@ -49,10 +50,11 @@ var (
 
 // Instance is everything one tenant has.
 type Instance struct {
-	Tenant      string
-	Registry    *registry.Registry
-	SpanMetrics *spanmetrics.Processor
-	Store       *store.Store
+	Tenant       string
+	Registry     *registry.Registry
+	SpanMetrics  *spanmetrics.Processor
+	ServiceGraph *servicegraph.Processor
+	Store        *store.Store
 
 	lastCollection atomic.Int64 // unix ms
 }
@@ -130,8 +132,9 @@ func (e *Engine) Start() error {
 		e.closeStores()
 		return err
 	}
-	e.loops.Add(1)
+	e.loops.Add(2)
 	go e.collectLoop()
+	go e.expireLoop()
 	return nil
 }
 
@@ -144,6 +147,13 @@ func (e *Engine) Stop(ctx context.Context) {
 	e.receiver.Stop(ctx)
 	close(e.stop)
 	e.loops.Wait()
+	// Edges still waiting for their other half are settled now (virtual
+	// or unpaired) rather than lost with the process.
+	for _, inst := range e.instances() {
+		if inst.ServiceGraph != nil {
+			inst.ServiceGraph.Flush()
+		}
+	}
 	e.collectAll()
 	e.closeStores()
 }
@@ -176,6 +186,9 @@ func (e *Engine) Consume(tenant string, b *otlp.Batch) {
 	}
 	if inst.SpanMetrics != nil {
 		inst.SpanMetrics.Push(b)
+	}
+	if inst.ServiceGraph != nil {
+		inst.ServiceGraph.Push(b)
 	}
 }
 
@@ -222,6 +235,19 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 		if inst.SpanMetrics, err = spanmetrics.New(e.cfg.SpanMetrics, reg); err != nil {
 			_ = st.Close()
 			return nil, err
+		}
+	}
+	if e.cfg.ServiceGraph.Enabled {
+		if inst.ServiceGraph, err = servicegraph.New(e.cfg.ServiceGraph, reg, servicegraph.Options{Tenant: tenant}); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		if e.promReg != nil {
+			// The processor reports its edge store itself, labelled with
+			// its tenant.
+			if err := e.promReg.Register(inst.ServiceGraph); err != nil {
+				e.logger.Warn("service graph self-metrics not registered", "tenant", tenant, "err", err)
+			}
 		}
 	}
 	return inst, nil
@@ -271,6 +297,36 @@ func (noExemplars) Select(int64, int64, ...[]*labels.Matcher) ([]exemplar.QueryR
 	return nil, nil
 }
 
+// expireLoop settles service-graph edges whose wait is over; each call only
+// touches what is due.
+func (e *Engine) expireLoop() {
+	defer e.loops.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			for _, inst := range e.instances() {
+				if inst.ServiceGraph != nil {
+					inst.ServiceGraph.Expire()
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) instances() []*Instance {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]*Instance, 0, len(e.tenants))
+	for _, inst := range e.tenants {
+		out = append(out, inst)
+	}
+	return out
+}
+
 func (e *Engine) collectLoop() {
 	defer e.loops.Done()
 	t := time.NewTicker(e.cfg.CollectionInterval)
@@ -292,13 +348,7 @@ func (e *Engine) collectAll() {
 	e.collectMu.Lock()
 	defer e.collectMu.Unlock()
 	now := time.Now()
-	e.mu.RLock()
-	insts := make([]*Instance, 0, len(e.tenants))
-	for _, inst := range e.tenants {
-		insts = append(insts, inst)
-	}
-	e.mu.RUnlock()
-	for _, inst := range insts {
+	for _, inst := range e.instances() {
 		e.collect(inst, now)
 	}
 }

@@ -1,6 +1,7 @@
 package otlp
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -140,4 +141,33 @@ func SamplingMultiplier(tracestate string) float64 {
 		return 1
 	}
 	return 1
+}
+
+// SpanWeight is how many spans s stands for: the numeric attribute key
+// (resource first, then span) when key is set, times the tracestate
+// sampling multiplier. Anything that is not a positive finite number
+// counts as 1.
+func SpanWeight(key string, resource []KeyValue, s *Span) float64 {
+	w := 1.0
+	if key != "" {
+		v, ok := Lookup(resource, key)
+		if !ok {
+			v, ok = Lookup(s.Attributes, key)
+		}
+		if ok {
+			switch v.Type {
+			case ValueDouble:
+				w = v.Double
+			case ValueInt:
+				w = float64(v.Int)
+			}
+		}
+	}
+	if s.TraceState != "" {
+		w *= SamplingMultiplier(s.TraceState)
+	}
+	if w <= 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+		return 1
+	}
+	return w
 }

@@ -352,7 +352,7 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 			service: service,
 			start:   s.Start,
 			end:     s.End,
-			weight:  p.weight(rs.Attributes, s),
+			weight:  otlp.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s),
 			kind:    s.Kind,
 			failed:  s.StatusCode == otlp.StatusError,
 			root:    !s.HasParent(),
@@ -491,34 +491,6 @@ func (p *Processor) peer(st *state) string {
 		}
 	}
 	return ""
-}
-
-// weight is the number of spans s stands for: the span multiplier
-// attribute (resource first, then span) times the tracestate's sampling
-// multiplier, as for span metrics.
-func (p *Processor) weight(resource []otlp.KeyValue, s *otlp.Span) float64 {
-	w := 1.0
-	if p.cfg.SpanMultiplierKey != "" {
-		v, ok := otlp.Lookup(resource, p.cfg.SpanMultiplierKey)
-		if !ok {
-			v, ok = otlp.Lookup(s.Attributes, p.cfg.SpanMultiplierKey)
-		}
-		if ok {
-			switch v.Type {
-			case otlp.ValueDouble:
-				w = v.Double
-			case otlp.ValueInt:
-				w = float64(v.Int)
-			}
-		}
-	}
-	if s.TraceState != "" {
-		w *= otlp.SamplingMultiplier(s.TraceState)
-	}
-	if w <= 0 || w != w || math.IsInf(w, 0) {
-		return 1
-	}
-	return w
 }
 
 func seconds(start, end uint64) float64 {

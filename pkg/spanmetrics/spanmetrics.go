@@ -252,7 +252,7 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans) {
 		st.text = p.dims.ResolveSpan(&st.res, s.Attributes, st.text[:0])
 		p.fillSpan(st, s)
 		lv := registry.MakeLabelValues(vals)
-		w := p.multiplier(st, rs.Attributes, s)
+		w := otlp.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s)
 		latency := 0.0
 		if s.End > s.Start {
 			latency = float64(s.End-s.Start) / 1e9
@@ -286,31 +286,6 @@ func (p *Processor) fillSpan(st *state, s *otlp.Span) {
 		st.text, vals[p.posMappings+i] = st.res.Join(k, len(m.SourceLabel), m.Join, st.text)
 		k += len(m.SourceLabel)
 	}
-}
-
-func (p *Processor) multiplier(st *state, resource []otlp.KeyValue, s *otlp.Span) float64 {
-	w := 1.0
-	if p.cfg.SpanMultiplierKey != "" {
-		v, ok := otlp.Lookup(resource, p.cfg.SpanMultiplierKey)
-		if !ok {
-			v, ok = otlp.Lookup(s.Attributes, p.cfg.SpanMultiplierKey)
-		}
-		if ok {
-			switch v.Type {
-			case otlp.ValueDouble:
-				w = v.Double
-			case otlp.ValueInt:
-				w = float64(v.Int)
-			}
-		}
-	}
-	if s.TraceState != "" {
-		w *= otlp.SamplingMultiplier(s.TraceState)
-	}
-	if w <= 0 || w != w {
-		return 1
-	}
-	return w
 }
 
 // pushTargetInfo sets traces_target_info for the resource and returns its

@@ -226,6 +226,41 @@ func TestEndToEnd(t *testing.T) {
 	}
 	postOTLP(t, srv.otlpHTTP, "application/json", js, false)
 
+	// A client span in one request, its server span in another: an edge.
+	now := time.Now()
+	clientSpan := &tracepb.Span{TraceId: bytes.Repeat([]byte{9}, 16), SpanId: bytes.Repeat([]byte{7}, 8), Name: "call",
+		Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: uint64(now.Add(-30 * time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano())}
+	serverSpan := &tracepb.Span{TraceId: bytes.Repeat([]byte{9}, 16), SpanId: bytes.Repeat([]byte{8}, 8), ParentSpanId: bytes.Repeat([]byte{7}, 8),
+		Name: "handle", Kind: tracepb.Span_SPAN_KIND_SERVER, Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR},
+		StartTimeUnixNano: uint64(now.Add(-20 * time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano())}
+	for _, side := range []struct {
+		service string
+		span    *tracepb.Span
+	}{{"edge-client", clientSpan}, {"edge-server", serverSpan}} {
+		body, _ := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{kv("service.name", side.service)}},
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{side.span}}},
+		}}})
+		postOTLP(t, srv.otlpHTTP, "application/x-protobuf", body, false)
+	}
+	eventually(t, "service graph edge", func() string {
+		total := instant(t, srv.http, `traces_service_graph_request_total{client="edge-client"}`, "server")
+		failedEdges := instant(t, srv.http, `traces_service_graph_request_failed_total{client="edge-client"}`, "server")
+		if total["edge-server"] != 1 || failedEdges["edge-server"] != 1 {
+			return fmt.Sprintf("edge counts total=%v failed=%v", total, failedEdges)
+		}
+		resp, err := http.Get("http://" + srv.http + "/api/v1/service-graph?service=edge-server&depth=1")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(body), `"id":"edge-client->edge-server"`) {
+			return "service-graph API: " + string(body)
+		}
+		return ""
+	})
+
 	services := []string{"via-grpc", "via-grpc-gzip", "via-http-proto", "via-http-gzip", "via-http-json"}
 	check := func() string {
 		ok := instant(t, srv.http, `traces_spanmetrics_calls_total{span_name="op",span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_UNSET"}`, "service")

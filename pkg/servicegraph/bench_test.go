@@ -1,0 +1,206 @@
+package servicegraph
+
+import (
+	"encoding/binary"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/registry"
+)
+
+const pairsPerBatch = 100
+
+// httpAttrs are the attributes of a typical instrumented HTTP span.
+func httpAttrs(kind string) []*commonpb.KeyValue {
+	return []*commonpb.KeyValue{
+		str("http.request.method", "POST"), str("http.route", "/checkout"),
+		intAttr("http.response.status_code", 200), str("url.scheme", "https"),
+		str("url.path", "/checkout"), str("server.address", "checkout.internal"),
+		intAttr("server.port", 8443), str("network.protocol.version", "1.1"),
+		str("user_agent.original", "Mozilla/5.0"), str("span.origin", kind),
+	}
+}
+
+// pairBatch holds pairsPerBatch client/server pairs of distinct traces,
+// numbered from first; with dims, each span carries ten typical HTTP
+// attributes and each side an env (resource) and an http.route (span)
+// dimension.
+func pairBatch(b testing.TB, first uint64, dims bool) *otlp.Batch {
+	var cs, ss []sp
+	for i := uint64(0); i < pairsPerBatch; i++ {
+		c, s := client(first+i), server(first+i)
+		if dims {
+			c.attrs, s.attrs = httpAttrs("client"), httpAttrs("server")
+		}
+		cs, ss = append(cs, c), append(ss, s)
+	}
+	var attrs []*commonpb.KeyValue
+	if dims {
+		attrs = []*commonpb.KeyValue{str("env", "prod")}
+	}
+	return makeBatch(b, res{service: "frontend", attrs: attrs, spans: cs}, res{service: "checkout", attrs: attrs, spans: ss})
+}
+
+func benchProcessor(b testing.TB, dims bool) *Processor {
+	cfg := DefaultConfig()
+	if dims {
+		cfg.Dimensions = []string{"env", "http.route"}
+	}
+	p, err := New(cfg, registry.New(registry.Config{}), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// BenchmarkPairing measures one client+server pair per op in the steady
+// state: the client waits in the store, the server completes it and the
+// edge goes to the registry.
+func BenchmarkPairing(b *testing.B) {
+	for _, dims := range []bool{false, true} {
+		name := "bare"
+		if dims {
+			name = "attrs=10,dims=2"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := benchProcessor(b, dims)
+			batch := pairBatch(b, 0, dims)
+			p.Push(batch)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n := 0; n < b.N; n += pairsPerBatch {
+				p.Push(batch)
+			}
+			b.StopTimer()
+			if st := p.Stats(); st.Pending != 0 || st.Dropped != 0 {
+				b.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// BenchmarkPushParallel is BenchmarkPairing from every core at once, each
+// goroutine with traces of its own.
+func BenchmarkPushParallel(b *testing.B) {
+	p := benchProcessor(b, true)
+	batches := make([]*otlp.Batch, 64)
+	for i := range batches {
+		batches[i] = pairBatch(b, uint64(i)*pairsPerBatch, true)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		batch := batches[next.Add(1)-1]
+		for i := 0; pb.Next(); i++ {
+			if i%pairsPerBatch == 0 {
+				p.Push(batch)
+			}
+		}
+	})
+	b.StopTimer()
+	if st := p.Stats(); st.Pending != 0 || st.Dropped != 0 {
+		b.Fatalf("stats %+v", st)
+	}
+}
+
+// fillClients pushes n client half edges that name a peer, so each
+// becomes a virtual edge when it expires. The batch's trace ids are
+// rewritten in place to keep every key distinct.
+func fillClients(p *Processor, batch *otlp.Batch, next *uint64, n int) {
+	spans := batch.Resources[0].Spans
+	for n > 0 {
+		k := min(n, len(spans))
+		for i := 0; i < k; i++ {
+			*next++
+			binary.BigEndian.PutUint64(spans[i].TraceID[8:], *next)
+		}
+		batch.Resources[0].Spans = spans[:k]
+		p.Push(batch)
+		n -= k
+	}
+	batch.Resources[0].Spans = spans
+}
+
+func clientBatch(b testing.TB, n int, peer bool) *otlp.Batch {
+	spans := make([]sp, n)
+	for i := range spans {
+		spans[i] = client(0)
+		if peer {
+			spans[i].attrs = []*commonpb.KeyValue{str("peer.service", "stripe")}
+		}
+	}
+	return makeBatch(b, res{service: "frontend", spans: spans})
+}
+
+// BenchmarkExpire measures one expired half edge per op: taking it off the
+// store and recording it as a virtual edge.
+func BenchmarkExpire(b *testing.B) {
+	clock := newClock()
+	cfg := DefaultConfig()
+	p, err := New(cfg, registry.New(registry.Config{}), Options{Now: clock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := clientBatch(b, 1000, true)
+	var next uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(b.N-done, 100_000)
+		b.StopTimer()
+		fillClients(p, batch, &next, n)
+		clock.Advance(cfg.Wait)
+		b.StartTimer()
+		p.Expire()
+		done += n
+	}
+	b.StopTimer()
+	if st := p.Stats(); st.Pending != 0 || st.Virtual != uint64(b.N) {
+		b.Fatalf("stats %+v, want %d virtual", st, b.N)
+	}
+}
+
+// TestPendingBytes backs the sizing in DefaultMaxItems: it measures the
+// heap taken by pending half edges.
+func TestPendingBytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a store")
+	}
+	const n = 1 << 18
+	for _, c := range []struct {
+		dims  int
+		limit float64
+	}{{0, 190}, {2, 190 + 2*24}} {
+		cfg := DefaultConfig()
+		for i := 0; i < c.dims; i++ {
+			cfg.Dimensions = append(cfg.Dimensions, string(rune('a'+i)))
+		}
+		p, err := New(cfg, registry.New(registry.Config{}), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch := clientBatch(t, 1000, false)
+		var next uint64
+		fillClients(p, batch, &next, 1000) // warm the scratch state
+		before := heap()
+		fillClients(p, batch, &next, n)
+		perItem := float64(heap()-before) / n
+		runtime.KeepAlive(p)
+		t.Logf("%d dimensions: %.0f bytes per pending half edge", c.dims, perItem)
+		if perItem > c.limit {
+			t.Errorf("%d dimensions: %.0f bytes per pending half edge, DefaultMaxItems assumes at most %.0f", c.dims, perItem, c.limit)
+		}
+	}
+}
+
+func heap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

@@ -1,0 +1,247 @@
+package servicegraph
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/registry"
+)
+
+// recorder is a storage.Appender that keeps what registry.Collect writes.
+type recorder struct {
+	samples   []recSample
+	exemplars []recExemplar
+}
+
+type recSample struct {
+	l labels.Labels
+	t int64
+	v float64
+}
+
+type recExemplar struct {
+	l labels.Labels
+	e exemplar.Exemplar
+}
+
+var _ storage.Appender = (*recorder)(nil)
+
+func (r *recorder) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	r.samples = append(r.samples, recSample{l, t, v})
+	return ref, nil
+}
+
+func (r *recorder) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
+	r.exemplars = append(r.exemplars, recExemplar{l, e})
+	return ref, nil
+}
+
+func (r *recorder) Commit() error   { return nil }
+func (r *recorder) Rollback() error { return nil }
+
+func (r *recorder) SetOptions(*storage.AppendOptions) {}
+
+func (r *recorder) AppendHistogram(ref storage.SeriesRef, _ labels.Labels, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (r *recorder) AppendHistogramSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (r *recorder) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ metadata.Metadata) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+func (r *recorder) AppendSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+// collected is one collection: metric name → series labels → value at
+// the collection time (leading zeros left out).
+type collected struct {
+	series    map[string]map[string]float64
+	exemplars []recExemplar
+}
+
+func collect(t *testing.T, reg *registry.Registry) collected {
+	t.Helper()
+	rec := &recorder{}
+	// The registry stamps updates with the wall clock, so collect near it:
+	// a far-off time would mark every series stale.
+	collectTime := time.Now()
+	if _, err := reg.Collect(rec, collectTime); err != nil {
+		t.Fatalf("collect: %v", err)
+	}
+	out := collected{series: map[string]map[string]float64{}, exemplars: rec.exemplars}
+	for _, s := range rec.samples {
+		if s.t != collectTime.UnixMilli() {
+			continue
+		}
+		name := s.l.Get(labels.MetricName)
+		if out.series[name] == nil {
+			out.series[name] = map[string]float64{}
+		}
+		out.series[name][seriesKey(s.l)] = s.v
+	}
+	return out
+}
+
+// seriesKey formats the labels other than __name__ as {a="b",c="d"}.
+func seriesKey(l labels.Labels) string {
+	var parts []string
+	l.Range(func(lb labels.Label) {
+		if lb.Name != labels.MetricName {
+			parts = append(parts, fmt.Sprintf("%s=%q", lb.Name, lb.Value))
+		}
+	})
+	sort.Strings(parts)
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_700_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// sp describes a span for a test batch. Times are offsets from base.
+type sp struct {
+	trace, id, parent uint64 // parent 0: no parent
+	kind              otlp.SpanKind
+	err               bool
+	start, end        time.Duration
+	attrs             []*commonpb.KeyValue
+	traceState        string
+	name              string
+}
+
+// res is a resource with its spans; service "" leaves service.name out.
+type res struct {
+	service string
+	attrs   []*commonpb.KeyValue
+	spans   []sp
+}
+
+const base = uint64(1_700_000_000) * 1e9
+
+func str(k, v string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+}
+
+func intAttr(k string, v int64) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
+}
+
+func dbl(k string, v float64) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v}}}
+}
+
+func traceID(n uint64) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b[:8], 0xabcdef)
+	binary.BigEndian.PutUint64(b[8:], n)
+	return b
+}
+
+func spanID(n uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, n)
+	return b
+}
+
+// makeBatch encodes the resources as an OTLP request and decodes it the
+// way the receiver does.
+func makeBatch(t testing.TB, rr ...res) *otlp.Batch {
+	t.Helper()
+	req := &coltracepb.ExportTraceServiceRequest{}
+	for _, r := range rr {
+		attrs := r.attrs
+		if r.service != "" {
+			attrs = append([]*commonpb.KeyValue{str("service.name", r.service)}, attrs...)
+		}
+		var spans []*tracepb.Span
+		for _, s := range r.spans {
+			ps := &tracepb.Span{
+				TraceId:           traceID(s.trace),
+				SpanId:            spanID(s.id),
+				Name:              s.name,
+				Kind:              tracepb.Span_SpanKind(s.kind),
+				StartTimeUnixNano: base + uint64(s.start),
+				EndTimeUnixNano:   base + uint64(s.end),
+				Attributes:        s.attrs,
+				TraceState:        s.traceState,
+			}
+			if s.parent != 0 {
+				ps.ParentSpanId = spanID(s.parent)
+			}
+			if s.err {
+				ps.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+			}
+			spans = append(spans, ps)
+		}
+		req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{
+			Resource:   &resourcepb.Resource{Attributes: attrs},
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+		})
+	}
+	data, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := new(otlp.Batch)
+	if err := b.DecodeProto(data); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Spans of a typical call: the client span (id 1) spans 0–100 ms, the
+// server span (id 2, child of 1) 10–90 ms.
+func client(trace uint64, attrs ...*commonpb.KeyValue) sp {
+	return sp{trace: trace, id: 1, parent: 9, kind: otlp.SpanKindClient, start: 0, end: 100 * time.Millisecond, attrs: attrs}
+}
+
+func server(trace uint64, attrs ...*commonpb.KeyValue) sp {
+	return sp{trace: trace, id: 2, parent: 1, kind: otlp.SpanKindServer, start: 10 * time.Millisecond, end: 90 * time.Millisecond, attrs: attrs}
+}
+
+func with(s sp, f func(*sp)) sp {
+	f(&s)
+	return s
+}
+
+// unsafeBytes returns the bytes behind s, to overwrite request memory.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

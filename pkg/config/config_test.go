@@ -1,0 +1,72 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsAreValid(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every bad file must stop start-up with an error that names the key.
+func TestErrorsNameTheKey(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"colection_interval: 15s", "field colection_interval not found"},
+		{"spanmetrics:\n  dimensons: [a]", "field dimensons not found"},
+		{"collection_interval: 10ms", "collection_interval: must be at least 1s"},
+		{"collection_interval: soon", "cannot unmarshal"},
+		{"log_level: loud", "log_level"},
+		{"receiver:\n  max_request_bytes: -1", "receiver.max_request_bytes"},
+		{"registry:\n  stale_duration: 0s", "registry.stale_duration"},
+		{"spanmetrics:\n  histogram_buckets: [1, 0.5]", "spanmetrics.histogram_buckets[1]"},
+		{"servicegraph:\n  wait: 0s", "servicegraph.wait"},
+		{"servicegraph:\n  dimensions: [a.b, a_b]", "servicegraph.dimensions"},
+		{"max_tenants: 0", "max_tenants"},
+	}
+	for _, tc := range tests {
+		c := Default()
+		err := c.LoadYAML([]byte(tc.yaml))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spangraph.yaml")
+	if err := os.WriteFile(path, []byte("data_dir: /from/file\ncollection_interval: 30s\nhttp: ':1'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	f := RegisterFlags(fs)
+	if err := fs.Parse([]string{"--config", path, "--collection-interval", "2s"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file beats defaults; a flag given on the command line beats the file;
+	// a flag left alone does not reset the file's value.
+	if c.DataDir != "/from/file" || c.CollectionInterval != 2*time.Second || c.HTTP != ":1" || c.OTLPGRPC != ":4317" {
+		t.Errorf("got data_dir=%q collection_interval=%s http=%q otlp_grpc=%q", c.DataDir, c.CollectionInterval, c.HTTP, c.OTLPGRPC)
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	c := Default()
+	if err := c.LoadFile("/nonexistent/spangraph.yaml"); err == nil || !strings.Contains(err.Error(), "config_file") {
+		t.Errorf("error %v, want one naming config_file", err)
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
@@ -137,6 +138,61 @@ func (r Report) String() string {
 type payload struct {
 	body  []byte
 	spans int64
+	// traceIDs are the offsets of every trace id in body (protobuf, not
+	// gzipped), so that each send can make them unique.
+	traceIDs []int
+}
+
+// traceIDOffsets finds the trace ids in an encoded request: field 1 of
+// each Span (ExportTraceServiceRequest.1 → ResourceSpans.2 → ScopeSpans.2).
+func traceIDOffsets(body []byte) []int {
+	var out []int
+	wants := []protowire.Number{1, 2, 2}
+	var walk func(data []byte, base, level int)
+	walk = func(data []byte, base, level int) {
+		for pos := 0; pos < len(data); {
+			num, typ, n := protowire.ConsumeTag(data[pos:])
+			if n < 0 {
+				return
+			}
+			pos += n
+			if typ != protowire.BytesType {
+				m := protowire.ConsumeFieldValue(num, typ, data[pos:])
+				if m < 0 {
+					return
+				}
+				pos += m
+				continue
+			}
+			v, m := protowire.ConsumeBytes(data[pos:])
+			if m < 0 {
+				return
+			}
+			start := base + pos + m - len(v)
+			switch {
+			case level < len(wants) && num == wants[level]:
+				walk(v, start, level+1)
+			case level == len(wants) && num == 1 && len(v) == 16:
+				out = append(out, start)
+			}
+			pos += m
+		}
+	}
+	walk(body, 0, 0)
+	return out
+}
+
+// unique returns a copy of p's body in which every trace id is XORed with
+// seq, so that re-sent payloads are new traces (spans of one trace stay
+// together) and the edge store sees real traffic, not the same keys again.
+func (p payload) unique(seq uint64, buf []byte) []byte {
+	buf = append(buf[:0], p.body...)
+	for _, off := range p.traceIDs {
+		for i := 0; i < 8; i++ {
+			buf[off+i] ^= byte(seq >> (8 * i))
+		}
+	}
+	return buf
 }
 
 // pool holds pre-encoded requests, rebuilt in the background so that their
@@ -168,6 +224,10 @@ func build(opts Options, gen *Generator, n int) ([]payload, error) {
 		if err != nil {
 			return nil, err
 		}
+		var offsets []int
+		if opts.Encoding == "protobuf" && !opts.Gzip {
+			offsets = traceIDOffsets(body)
+		}
 		if opts.Gzip && opts.Protocol == "http" {
 			var buf bytes.Buffer
 			zw := gzip.NewWriter(&buf)
@@ -181,7 +241,7 @@ func build(opts Options, gen *Generator, n int) ([]payload, error) {
 				spans += int64(len(ss.Spans))
 			}
 		}
-		out[i] = payload{body: body, spans: spans}
+		out[i] = payload{body: body, spans: spans, traceIDs: offsets}
 	}
 	return out, nil
 }
@@ -230,6 +290,10 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	}
 	defer s.close()
 
+	// sendCtx ends only with the caller's ctx (Ctrl-C), so that requests
+	// in flight when the run ends complete and are counted as the target
+	// counted them; ctx ends when the duration or span count is reached.
+	sendCtx := ctx
 	if opts.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
@@ -258,6 +322,7 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	var (
 		st        stats
 		scheduled atomic.Int64 // spans handed to senders, for --spans
+		sends     atomic.Uint64
 		pace      = newPacer(opts.Rate)
 		wg        sync.WaitGroup
 		start     = time.Now()
@@ -267,8 +332,13 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
+			var buf []byte
 			for i := w; ctx.Err() == nil; i += opts.Concurrency {
 				p := pl.get(i)
+				if len(p.traceIDs) > 0 {
+					buf = p.unique(sends.Add(1), buf)
+					p.body = buf
+				}
 				if prev := scheduled.Add(p.spans) - p.spans; opts.Spans > 0 && prev >= opts.Spans {
 					stop()
 					return
@@ -277,8 +347,8 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 					return
 				}
 				t0 := time.Now()
-				refused, err := s.send(ctx, p)
-				if ctx.Err() != nil && err != nil {
+				refused, err := s.send(sendCtx, p)
+				if sendCtx.Err() != nil && err != nil {
 					return
 				}
 				st.record(p.spans, refused, time.Since(t0), err)

@@ -1,0 +1,120 @@
+package loadgen
+
+import (
+	"context"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+)
+
+func decode(t *testing.T, body []byte) map[[16]byte]int {
+	t.Helper()
+	b := otlp.GetBatch()
+	defer b.Release()
+	if err := b.DecodeProto(append([]byte(nil), body...)); err != nil {
+		t.Fatal(err)
+	}
+	traces := map[[16]byte]int{}
+	for _, rs := range b.Resources {
+		for _, s := range rs.Spans {
+			traces[s.TraceID]++
+		}
+	}
+	return traces
+}
+
+func TestShopTraces(t *testing.T) {
+	gen := NewGenerator(Shop(15, rand.New(rand.NewPCG(1, 2))), 1)
+	req := gen.Request(50, time.Now())
+	services := map[string]bool{}
+	kinds := map[string]int{}
+	for _, rs := range req.ResourceSpans {
+		services[rs.Resource.Attributes[0].Value.GetStringValue()] = true
+		for _, s := range rs.ScopeSpans[0].Spans {
+			kinds[s.Kind.String()]++
+			if len(s.TraceId) != 16 || len(s.SpanId) != 8 || s.EndTimeUnixNano < s.StartTimeUnixNano {
+				t.Fatalf("bad span %v", s)
+			}
+		}
+	}
+	if !services["frontend"] || !services["checkout"] {
+		t.Errorf("services %v lack the shop's core", services)
+	}
+	for _, k := range []string{"SPAN_KIND_SERVER", "SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s spans in %v", k, kinds)
+		}
+	}
+}
+
+// Re-sent payloads must be new traces with their spans still together.
+func TestUniqueTraceIDs(t *testing.T) {
+	gen := NewGenerator(Shop(10, rand.New(rand.NewPCG(1, 2))), 1)
+	body, _ := proto.Marshal(gen.Request(20, time.Now()))
+	p := payload{body: body, traceIDs: traceIDOffsets(body)}
+	orig := decode(t, body)
+	if len(p.traceIDs) == 0 || len(orig) != 20 {
+		t.Fatalf("%d offsets, %d traces", len(p.traceIDs), len(orig))
+	}
+	a := decode(t, p.unique(1, nil))
+	b := decode(t, p.unique(2, nil))
+	if len(a) != 20 || len(b) != 20 {
+		t.Fatalf("traces split: %d and %d, want 20", len(a), len(b))
+	}
+	for id, n := range a {
+		if _, clash := orig[id]; clash {
+			t.Errorf("trace %x was not changed", id)
+		}
+		if _, clash := b[id]; clash {
+			t.Errorf("trace %x repeats across sends", id)
+		}
+		if n == 0 {
+			t.Error("empty trace")
+		}
+	}
+}
+
+func TestRunCountsAndRefusals(t *testing.T) {
+	var spans atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req coltracepb.ExportTraceServiceRequest
+		buf, _ := io.ReadAll(r.Body)
+		if err := proto.Unmarshal(buf, &req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		for _, rs := range req.ResourceSpans {
+			spans.Add(int64(len(rs.ScopeSpans[0].Spans)))
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	o := DefaultOptions()
+	o.Endpoint, o.Rate, o.Duration, o.Spans, o.TracesPerRequest = srv.URL, 0, 10*time.Second, 5000, 10
+	rep, err := Run(context.Background(), o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Spans < 5000 || rep.Spans != spans.Load() {
+		t.Errorf("report says %d spans, server got %d, want ≥ 5000 and equal", rep.Spans, spans.Load())
+	}
+
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	}))
+	defer refusing.Close()
+	o.Endpoint, o.Spans, o.Duration = refusing.URL, 0, 300*time.Millisecond
+	rep, err = Run(context.Background(), o, nil)
+	if err == nil || rep.Refusals["401"] == 0 {
+		t.Errorf("a target that refuses everything: err %v, refusals %v", err, rep.Refusals)
+	}
+}

@@ -63,6 +63,7 @@ func (r *Registry) NewHistogram(name string, labelNames []string, bounds []float
 // for a plain span and the span's multiplier for sampled traces. A non-nil
 // traceID becomes the series' exemplar.
 func (h *Histogram) Observe(lv LabelValues, value, weight float64, traceID *[16]byte, tsMillis int64) {
+	lv = h.limit(lv)
 	now := h.reg.now.Load()
 	sh := &h.series.s[lv.hash%shardCount]
 	sh.Lock()

@@ -218,9 +218,35 @@ func (b *base) admit() bool {
 func (b *base) ownValues(values []string) []string {
 	out := make([]string, len(values))
 	for i, v := range values {
-		out[i] = strings.Clone(truncate(v, b.reg.cfg.MaxLabelValueLength))
+		out[i] = strings.Clone(truncate(v, b.limitFor(i)))
 	}
 	return out
+}
+
+// limitFor is the length limit of values[i]: in pairs the even entries are
+// label names.
+func (b *base) limitFor(i int) int {
+	if b.pairs && i%2 == 0 {
+		return b.reg.cfg.MaxLabelNameLength
+	}
+	return b.reg.cfg.MaxLabelValueLength
+}
+
+// limit applies the length limits before lookup, so that values which
+// differ only beyond the limit are one series (they have one label set).
+// It allocates only when a value is too long, which the cheap length check
+// makes rare.
+func (b *base) limit(lv LabelValues) LabelValues {
+	for i, v := range lv.values {
+		if max := b.limitFor(i); max > 0 && len(v) > max {
+			vals := make([]string, len(lv.values))
+			for j, w := range lv.values {
+				vals[j] = truncate(w, b.limitFor(j))
+			}
+			return MakeLabelValues(vals)
+		}
+	}
+	return lv
 }
 
 // labelsFor builds the label set of a series: __name__, extra pairs and the
@@ -232,7 +258,7 @@ func (b *base) labelsFor(name string, values []string, extra ...string) labels.L
 	if b.pairs {
 		for i := 0; i+1 < len(values); i += 2 {
 			if values[i+1] != "" {
-				sb.Add(truncate(values[i], b.reg.cfg.MaxLabelNameLength), values[i+1])
+				sb.Add(values[i], values[i+1])
 			}
 		}
 	}
@@ -305,9 +331,6 @@ func (r *Registry) Collect(app storage.Appender, now time.Time) (CollectStats, e
 		// minute, so that downsampling never merges it with the first value.
 		zeroTS:      now.Truncate(time.Minute).Add(-time.Second).UnixMilli(),
 		staleBefore: now.Add(-r.cfg.StaleDuration).UnixMilli(),
-	}
-	if c.zeroTS >= ts {
-		c.zeroTS = ts - 1
 	}
 	r.mu.Lock()
 	metrics := r.metrics

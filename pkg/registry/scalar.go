@@ -72,6 +72,7 @@ func (s *scalarSeries) update(v float64, add bool, now int64) {
 }
 
 func (m *scalar) update(lv LabelValues, v float64, add bool) {
+	lv = m.limit(lv)
 	now := m.reg.now.Load()
 	sh := &m.series.s[lv.hash%shardCount]
 	sh.Lock()

@@ -1,0 +1,256 @@
+package otlp
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+// otlpJSON is a request as the OTLP/JSON specification writes it: hex ids,
+// enums as integers, 64-bit integers as strings, lowerCamelCase names, and
+// fields this version does not know (which must be ignored).
+const otlpJSON = `{
+  "resourceSpans": [{
+    "resource": {
+      "attributes": [
+        {"key": "service.name", "value": {"stringValue": "checkout"}},
+        {"key": "process.pid", "value": {"intValue": "4242"}},
+        {"key": "sampled", "value": {"boolValue": true}}
+      ],
+      "droppedAttributesCount": 0,
+      "futureResourceField": {"nested": [1, 2, 3]}
+    },
+    "scopeSpans": [{
+      "scope": {"name": "manual", "version": "1.0.0"},
+      "spans": [{
+        "traceId": "5B8EFFF798038103D269B633813FC60C",
+        "spanId": "eee19b7ec3c1b174",
+        "parentSpanId": "eee19b7ec3c1b173",
+        "traceState": "ot=th:8",
+        "name": "POST /cart",
+        "kind": 2,
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": 1700000000123456789,
+        "attributes": [
+          {"key": "http.response.status_code", "value": {"intValue": 503}},
+          {"key": "ratio", "value": {"doubleValue": 0.25}},
+          {"key": "big", "value": {"intValue": "-9223372036854775808"}},
+          {"key": "list", "value": {"arrayValue": {"values": [{"stringValue": "a"}]}}},
+          {"key": "raw", "value": {"bytesValue": "AAEC"}}
+        ],
+        "events": [{"timeUnixNano": "1", "name": "e"}],
+        "links": [{"traceId": "5b8efff798038103d269b633813fc60d", "spanId": "eee19b7ec3c1b175"}],
+        "status": {"code": 2, "message": "upstream down"},
+        "flags": 257,
+        "someFutureField": "ignored"
+      }, {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "0000000000000001",
+        "name": "SELECT",
+        "kind": "SPAN_KIND_CLIENT",
+        "status": {"code": "STATUS_CODE_OK"}
+      }]
+    }],
+    "schemaUrl": "https://opentelemetry.io/schemas/1.26.0"
+  }]
+}`
+
+// otlpJSONWant is otlpJSON in generated types.
+func otlpJSONWant() *coltracepb.ExportTraceServiceRequest {
+	id := func(s string) []byte {
+		b := make([]byte, len(s)/2)
+		for i := range b {
+			b[i] = byte(hexVal(s[2*i])<<4 | hexVal(s[2*i+1]))
+		}
+		return b
+	}
+	return request(resourceSpans(
+		[]*commonpb.KeyValue{kv("service.name", strV("checkout")), kv("process.pid", intV(4242)), kv("sampled", boolV(true))},
+		&tracepb.ScopeSpans{Spans: []*tracepb.Span{{
+			TraceId:           id("5b8efff798038103d269b633813fc60c"),
+			SpanId:            id("eee19b7ec3c1b174"),
+			ParentSpanId:      id("eee19b7ec3c1b173"),
+			TraceState:        "ot=th:8",
+			Name:              "POST /cart",
+			Kind:              tracepb.Span_SPAN_KIND_SERVER,
+			StartTimeUnixNano: 1700000000000000000,
+			EndTimeUnixNano:   1700000000123456789,
+			Attributes: []*commonpb.KeyValue{
+				kv("http.response.status_code", intV(503)),
+				kv("ratio", dblV(0.25)),
+				kv("big", intV(math.MinInt64)),
+				kv("list", arrV(strV("a"))),
+				kv("raw", bytesV([]byte{0, 1, 2})),
+			},
+			Events: []*tracepb.Span_Event{{TimeUnixNano: 1, Name: "e"}},
+			Links:  []*tracepb.Span_Link{{TraceId: id("5b8efff798038103d269b633813fc60d"), SpanId: id("eee19b7ec3c1b175")}},
+			Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: "upstream down"},
+			Flags:  257,
+		}, {
+			TraceId: id("5b8efff798038103d269b633813fc60c"),
+			SpanId:  id("0000000000000001"),
+			Name:    "SELECT",
+			Kind:    tracepb.Span_SPAN_KIND_CLIENT,
+			Status:  &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK},
+		}}},
+	))
+}
+
+func hexVal(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
+}
+
+// snakeCase rewrites the lowerCamelCase field names of otlpJSON to the
+// proto names, which protobuf JSON parsers accept as well.
+func snakeCase(s string) string {
+	return strings.NewReplacer(
+		`"resourceSpans"`, `"resource_spans"`, `"scopeSpans"`, `"scope_spans"`,
+		`"traceId"`, `"trace_id"`, `"spanId"`, `"span_id"`, `"parentSpanId"`, `"parent_span_id"`,
+		`"traceState"`, `"trace_state"`, `"startTimeUnixNano"`, `"start_time_unix_nano"`,
+		`"endTimeUnixNano"`, `"end_time_unix_nano"`, `"stringValue"`, `"string_value"`,
+		`"intValue"`, `"int_value"`, `"boolValue"`, `"bool_value"`, `"doubleValue"`, `"double_value"`,
+		`"arrayValue"`, `"array_value"`, `"bytesValue"`, `"bytes_value"`,
+	).Replace(s)
+}
+
+func TestDecodeJSON(t *testing.T) {
+	cases := []struct {
+		name string
+		doc  string
+		want *coltracepb.ExportTraceServiceRequest
+	}{
+		{"OTLP/JSON as specified", otlpJSON, otlpJSONWant()},
+		{"snake_case names", snakeCase(otlpJSON), otlpJSONWant()},
+		{"empty object", `{}`, request()},
+		{"null resourceSpans", `{"resourceSpans": null}`, request()},
+		{"empty and null ids", `{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"","spanId":null,"name":"x"}]}]}]}`,
+			request(&tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{Name: "x"}}}}})},
+		{"odd-sized but hex ids", `{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102","spanId":"0a0b0c0d0e0f101112"}]}]}]}`,
+			request(&tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{1, 2}, SpanId: seqID(10, 9)}}}}})},
+		// protojson's DiscardUnknown drops enum names it does not know, as
+		// it drops unknown fields: a newer sender's kind reads as unset.
+		{"unknown enum name", `{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","kind":"SPAN_KIND_SIDEWAYS"}]}]}]}`,
+			request(&tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{Name: "x"}}}}})},
+		{"unknown top-level field", `{"resourceSpans":[], "extension": {"a": 1}}`, request()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := GetBatch()
+			defer b.Release()
+			if err := b.DecodeJSON([]byte(tc.doc)); err != nil {
+				t.Fatalf("DecodeJSON: %v", err)
+			}
+			if err := checkBatch(b, tc.want, canonicalSizes(tc.want)); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkConsistent(b); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestDecodeJSONMalformed(t *testing.T) {
+	span := func(fields string) string {
+		return `{"resourceSpans":[{"scopeSpans":[{"spans":[{` + fields + `}]}]}]}`
+	}
+	cases := []struct{ name, doc string }{
+		{"not JSON", `{"resourceSpans": [`},
+		{"empty input", ``},
+		{"array at top level", `[{"resourceSpans":[]}]`},
+		{"string at top level", `"x"`},
+		{"two documents", `{} {}`},
+		{"trailing garbage", `{}x`},
+		{"trace id not hex", span(`"traceId":"zz8efff798038103d269b633813fc60c"`)},
+		{"trace id odd number of digits", span(`"traceId":"5b8efff798038103d269b633813fc60"`)},
+		{"span id base64 as protobuf JSON would write it", span(`"spanId":"7uGbfsPBsXQ="`)},
+		{"parent id not hex", span(`"parentSpanId":"g000000000000000"`)},
+		{"snake_case id not hex", span(`"span_id":"xyz"`)},
+		{"trace id a number", span(`"traceId":12345`)},
+		{"trace id an object", span(`"traceId":{}`)},
+		{"link id not hex", span(`"links":[{"traceId":"nothex"}]`)},
+		{"intValue not an integer", span(`"attributes":[{"key":"k","value":{"intValue":"12a"}}]`)},
+		{"kind of the wrong type", span(`"kind":{"a":1}`)},
+		{"time negative", span(`"startTimeUnixNano":"-1"`)},
+		{"spans not a list", `{"resourceSpans":[{"scopeSpans":[{"spans":{}}]}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := GetBatch()
+			defer b.Release()
+			err := b.DecodeJSON([]byte(tc.doc))
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("DecodeJSON = %v, want an error wrapping ErrMalformed", err)
+			}
+			if b.SpanCount != 0 || len(b.Resources) != 0 {
+				t.Fatalf("failed decode left %d spans", b.SpanCount)
+			}
+		})
+	}
+}
+
+// TestMarshalJSONRoundTrip: what MarshalJSON writes, DecodeJSON reads back
+// to the same batch that DecodeProto makes of the binary encoding.
+func TestMarshalJSONRoundTrip(t *testing.T) {
+	for _, tc := range oracleCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			doc, err := MarshalJSON(tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The ids must be hex, as OTLP/JSON requires, not base64.
+			var root map[string]any
+			if err := json.Unmarshal(doc, &root); err != nil {
+				t.Fatalf("MarshalJSON wrote invalid JSON: %v", err)
+			}
+			for _, s := range tc.req.GetResourceSpans() {
+				for _, ss := range s.ScopeSpans {
+					for _, sp := range ss.Spans {
+						if len(sp.TraceId) > 0 && !strings.Contains(string(doc), `"`+hex.EncodeToString(sp.TraceId)+`"`) {
+							t.Fatalf("trace id %x not written as hex in %s", sp.TraceId, doc)
+						}
+					}
+				}
+			}
+			b := GetBatch()
+			defer b.Release()
+			if err := b.DecodeJSON(doc); err != nil {
+				t.Fatalf("DecodeJSON(MarshalJSON(req)): %v\n%s", err, doc)
+			}
+			if err := checkBatch(b, tc.req, canonicalSizes(tc.req)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestDecodeJSONIntoReusedBuffer: the HTTP receiver reads the body into
+// Batch.Buffer and DecodeJSON then re-encodes into the same buffer. The
+// JSON must be fully consumed before its bytes are overwritten.
+func TestDecodeJSONIntoReusedBuffer(t *testing.T) {
+	want := otlpJSONWant()
+	for range 5 {
+		b := GetBatch()
+		body := append(b.Buffer(), otlpJSON...)
+		if err := b.DecodeJSON(body); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkBatch(b, want, canonicalSizes(want)); err != nil {
+			t.Fatal(err)
+		}
+		b.Release()
+	}
+}

@@ -23,7 +23,7 @@ type Histogram struct {
 }
 
 type histogramSeries struct {
-	seriesHead
+	seriesHead[histogramSeries]
 	// buckets holds non-cumulative counts, +Inf last; collection
 	// accumulates them.
 	buckets []float64
@@ -67,10 +67,7 @@ func (h *Histogram) Observe(lv LabelValues, value, weight float64, traceID *[16]
 	now := h.reg.now.Load()
 	sh := &h.series.s[lv.hash%shardCount]
 	sh.Lock()
-	s := sh.m[lv.hash]
-	for s != nil && !s.matches(lv.values) {
-		s, _ = s.next.(*histogramSeries)
-	}
+	s := find(sh.m, lv)
 	if s == nil {
 		if !h.admit() {
 			sh.Unlock()
@@ -102,7 +99,7 @@ func (s *histogramSeries) observe(bounds []float64, value, weight float64, trace
 func (h *Histogram) newSeries(values []string, ls func(name string, extra ...string) labels.Labels) *histogramSeries {
 	n := len(h.les)
 	s := &histogramSeries{
-		seriesHead: seriesHead{values: values, isNew: true},
+		seriesHead: seriesHead[histogramSeries]{values: values, isNew: true},
 		buckets:    make([]float64, n),
 		labels:     make([]labels.Labels, 0, n+2),
 		refs:       make([]storage.SeriesRef, n+2),
@@ -119,10 +116,7 @@ func (h *Histogram) create(mp map[uint64]*histogramSeries, lv LabelValues) *hist
 	s := h.newSeries(values, func(name string, extra ...string) labels.Labels {
 		return h.labelsFor(name, values, extra...)
 	})
-	if prev := mp[lv.hash]; prev != nil {
-		s.next = prev
-	}
-	mp[lv.hash] = s
+	insert(mp, lv.hash, s)
 	return s
 }
 
@@ -134,27 +128,7 @@ func (h *Histogram) overflowSeries() *histogramSeries {
 }
 
 func (h *Histogram) collect(c *collector) {
-	for i := range h.series.s {
-		sh := &h.series.s[i]
-		sh.Lock()
-		for key, s := range sh.m {
-			var keep *histogramSeries
-			for cur := s; cur != nil; {
-				next, _ := cur.next.(*histogramSeries)
-				if h.collectOne(c, cur) {
-					cur.next = keep
-					keep = cur
-				}
-				cur = next
-			}
-			if keep == nil {
-				delete(sh.m, key)
-			} else {
-				sh.m[key] = keep
-			}
-		}
-		sh.Unlock()
-	}
+	sweep(&h.series, func(s *histogramSeries) bool { return h.collectOne(c, s) })
 	h.overflowMu.Lock()
 	if h.overflow != nil {
 		h.collectOne(c, h.overflow)

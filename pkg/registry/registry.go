@@ -130,16 +130,18 @@ func MakeLabelValues(values []string) LabelValues {
 // Values returns the values (for tests and debugging).
 func (lv LabelValues) Values() []string { return lv.values }
 
-// seriesHead is what every series kind shares: identity, lifecycle and the
-// collision chain.
-type seriesHead struct {
+// seriesHead is what every series kind S shares: identity, lifecycle and
+// the collision chain.
+type seriesHead[S any] struct {
 	values     []string
 	lastUpdate atomic.Int64 // unix ms
 	isNew      bool
-	next       any // next series with the same hash, rare
+	next       *S // next series with the same hash, rare
 }
 
-func (s *seriesHead) matches(values []string) bool {
+func (s *seriesHead[S]) link() **S { return &s.next }
+
+func (s *seriesHead[S]) matches(values []string) bool {
 	if len(s.values) != len(values) {
 		return false
 	}
@@ -166,6 +168,55 @@ type shards[S any] struct {
 func (sh *shards[S]) init() {
 	for i := range sh.s {
 		sh.s[i].m = make(map[uint64]*S)
+	}
+}
+
+// chained is a pointer to a series kind, with its collision chain.
+type chained[S any] interface {
+	*S
+	link() **S
+	matches([]string) bool
+}
+
+// find returns the series of lv in m, or nil. It runs under the lock of
+// m's shard.
+func find[S any, P chained[S]](m map[uint64]*S, lv LabelValues) *S {
+	s := m[lv.hash]
+	for s != nil && !P(s).matches(lv.values) {
+		s = *P(s).link()
+	}
+	return s
+}
+
+// insert adds s under hash, in front of any series it collides with.
+func insert[S any, P chained[S]](m map[uint64]*S, hash uint64, s *S) {
+	*P(s).link() = m[hash]
+	m[hash] = s
+}
+
+// sweep calls collect on every series, shard by shard under the shard's
+// lock, and forgets those for which it returns false.
+func sweep[S any, P chained[S]](sh *shards[S], collect func(*S) bool) {
+	for i := range sh.s {
+		shard := &sh.s[i]
+		shard.Lock()
+		for h, s := range shard.m {
+			var keep *S
+			for cur := s; cur != nil; {
+				next := *P(cur).link()
+				if collect(cur) {
+					*P(cur).link() = keep
+					keep = cur
+				}
+				cur = next
+			}
+			if keep == nil {
+				delete(shard.m, h)
+			} else {
+				shard.m[h] = keep
+			}
+		}
+		shard.Unlock()
 	}
 }
 

@@ -14,7 +14,7 @@ type Counter struct{ scalar }
 type Gauge struct{ scalar }
 
 type scalarSeries struct {
-	seriesHead
+	seriesHead[scalarSeries]
 	labels labels.Labels
 	ref    storage.SeriesRef
 	value  float64
@@ -76,10 +76,7 @@ func (m *scalar) update(lv LabelValues, v float64, add bool) {
 	now := m.reg.now.Load()
 	sh := &m.series.s[lv.hash%shardCount]
 	sh.Lock()
-	s := sh.m[lv.hash]
-	for s != nil && !s.matches(lv.values) {
-		s, _ = s.next.(*scalarSeries)
-	}
+	s := find(sh.m, lv)
 	if s == nil {
 		if !m.admit() {
 			sh.Unlock()
@@ -98,13 +95,10 @@ func (m *scalar) update(lv LabelValues, v float64, add bool) {
 func (m *scalar) create(mp map[uint64]*scalarSeries, lv LabelValues) *scalarSeries {
 	values := m.ownValues(lv.values)
 	s := &scalarSeries{
-		seriesHead: seriesHead{values: values, isNew: true},
+		seriesHead: seriesHead[scalarSeries]{values: values, isNew: true},
 		labels:     m.labelsFor(m.name, values),
 	}
-	if prev := mp[lv.hash]; prev != nil {
-		s.next = prev
-	}
-	mp[lv.hash] = s
+	insert(mp, lv.hash, s)
 	return s
 }
 
@@ -113,7 +107,7 @@ func (m *scalar) create(mp map[uint64]*scalarSeries, lv LabelValues) *scalarSeri
 func (m *scalar) overflowSeries() *scalarSeries {
 	if m.overflow == nil {
 		m.overflow = &scalarSeries{
-			seriesHead: seriesHead{isNew: true},
+			seriesHead: seriesHead[scalarSeries]{isNew: true},
 			labels:     m.overflowLabels(m.name),
 		}
 	}
@@ -121,27 +115,7 @@ func (m *scalar) overflowSeries() *scalarSeries {
 }
 
 func (m *scalar) collect(c *collector) {
-	for i := range m.series.s {
-		sh := &m.series.s[i]
-		sh.Lock()
-		for h, s := range sh.m {
-			var keep *scalarSeries
-			for cur := s; cur != nil; {
-				next, _ := cur.next.(*scalarSeries)
-				if m.collectOne(c, cur) {
-					cur.next = keep
-					keep = cur
-				}
-				cur = next
-			}
-			if keep == nil {
-				delete(sh.m, h)
-			} else {
-				sh.m[h] = keep
-			}
-		}
-		sh.Unlock()
-	}
+	sweep(&m.series, func(s *scalarSeries) bool { return m.collectOne(c, s) })
 	m.overflowMu.Lock()
 	if m.overflow != nil {
 		m.collectOne(c, m.overflow)

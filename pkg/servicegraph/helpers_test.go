@@ -10,11 +10,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/prometheus/prometheus/model/exemplar"
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/metadata"
-	"github.com/prometheus/prometheus/storage"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
@@ -23,84 +19,35 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/registry/registrytest"
 )
-
-// recorder is a storage.Appender that keeps what registry.Collect writes.
-type recorder struct {
-	samples   []recSample
-	exemplars []recExemplar
-}
-
-type recSample struct {
-	l labels.Labels
-	t int64
-	v float64
-}
-
-type recExemplar struct {
-	l labels.Labels
-	e exemplar.Exemplar
-}
-
-var _ storage.Appender = (*recorder)(nil)
-
-func (r *recorder) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
-	r.samples = append(r.samples, recSample{l, t, v})
-	return ref, nil
-}
-
-func (r *recorder) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
-	r.exemplars = append(r.exemplars, recExemplar{l, e})
-	return ref, nil
-}
-
-func (r *recorder) Commit() error   { return nil }
-func (r *recorder) Rollback() error { return nil }
-
-func (r *recorder) SetOptions(*storage.AppendOptions) {}
-
-func (r *recorder) AppendHistogram(ref storage.SeriesRef, _ labels.Labels, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return ref, nil
-}
-
-func (r *recorder) AppendHistogramSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return ref, nil
-}
-
-func (r *recorder) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ metadata.Metadata) (storage.SeriesRef, error) {
-	return ref, nil
-}
-
-func (r *recorder) AppendSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64) (storage.SeriesRef, error) {
-	return ref, nil
-}
 
 // collected is one collection: metric name → series labels → value at
 // the collection time (leading zeros left out).
 type collected struct {
 	series    map[string]map[string]float64
-	exemplars []recExemplar
+	exemplars []registrytest.Exemplar
 }
 
 func collect(t *testing.T, reg *registry.Registry) collected {
 	t.Helper()
-	rec := &recorder{}
+	rec := &registrytest.Appender{}
 	// The registry stamps updates with the wall clock, so collect near it:
 	// a far-off time would mark every series stale.
 	collectTime := time.Now()
 	if _, err := reg.Collect(rec, collectTime); err != nil {
 		t.Fatalf("collect: %v", err)
 	}
-	out := collected{series: map[string]map[string]float64{}, exemplars: rec.exemplars}
-	for _, s := range rec.samples {
-		if s.t != collectTime.UnixMilli() {
+	out := collected{series: map[string]map[string]float64{}, exemplars: rec.Exemplars}
+	for _, s := range rec.Samples {
+		if s.T != collectTime.UnixMilli() {
 			continue
 		}
-		name := s.l.Get(labels.MetricName)
+		name := s.Labels.Get(labels.MetricName)
 		if out.series[name] == nil {
 			out.series[name] = map[string]float64{}
 		}
-		out.series[name][seriesKey(s.l)] = s.v
+		out.series[name][seriesKey(s.Labels)] = s.V
 	}
 	return out
 }

@@ -592,7 +592,7 @@ func TestExemplarsCarryTheTraceID(t *testing.T) {
 	want := hex.EncodeToString(traceID(42))
 	n := 0
 	for _, e := range got.exemplars {
-		if tid := e.e.Labels.Get("trace_id"); tid != want {
+		if tid := e.Exemplar.Labels.Get("trace_id"); tid != want {
 			t.Errorf("exemplar trace_id %q, want %q", tid, want)
 		}
 		n++

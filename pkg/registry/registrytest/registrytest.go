@@ -27,8 +27,14 @@ type Sample struct {
 type Appender struct {
 	storage.Appender
 	Samples   []Sample
-	Exemplars map[string]exemplar.Exemplar // by series labels
+	Exemplars []Exemplar
 	refs      map[string]storage.SeriesRef
+}
+
+// Exemplar is one appended exemplar with its series.
+type Exemplar struct {
+	Labels   labels.Labels
+	Exemplar exemplar.Exemplar
 }
 
 // Append implements storage.Appender.
@@ -47,10 +53,7 @@ func (a *Appender) Append(_ storage.SeriesRef, l labels.Labels, t int64, v float
 
 // AppendExemplar implements storage.Appender.
 func (a *Appender) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
-	if a.Exemplars == nil {
-		a.Exemplars = map[string]exemplar.Exemplar{}
-	}
-	a.Exemplars[l.String()] = e
+	a.Exemplars = append(a.Exemplars, Exemplar{Labels: l, Exemplar: e})
 	return ref, nil
 }
 

@@ -2,10 +2,14 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -137,6 +141,11 @@ func NodeQueries(service string, o GraphOptions) map[string]string {
 
 // ServiceGraph builds nodes and edges over o's window from the same
 // series Grafana's Tempo service map reads.
+//
+// The queries run concurrently, and each histogram is read once: the
+// bucket rates per edge give the edges' p90 and, summed per server, the
+// nodes' p90 (reading the buckets a second time for the nodes was a third
+// of the cost on large graphs).
 func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOptions) (*Graph, error) {
 	if err := q.validateMatchers(o.Matchers); err != nil {
 		return nil, err
@@ -148,9 +157,8 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		o.MaxNodes = 1500
 	}
 	w := window(o.Start, o.End)
-	by := "client, server, connection_type"
-	sumRate := func(metric string, extraBy string) string {
-		return fmt.Sprintf("sum by (%s%s) (rate(%s[%s]))", by, extraBy, selector(metric, o.Matchers), w)
+	sumRate := func(metric, by string) string {
+		return fmt.Sprintf("sum by (client, server, connection_type%s) (rate(%s[%s]))", by, selector(metric, o.Matchers), w)
 	}
 	exprs := []string{
 		sumRate(metricRequests, ""),
@@ -159,24 +167,31 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		sumRate(metricServerSeconds+"_count", ""),
 		sumRate(metricClientSeconds+"_sum", ""),
 		sumRate(metricClientSeconds+"_count", ""),
-		fmt.Sprintf("histogram_quantile(0.9, %s)", sumRate(metricServerSeconds+"_bucket", ", le")),
-		fmt.Sprintf("histogram_quantile(0.9, %s)", sumRate(metricClientSeconds+"_bucket", ", le")),
+		sumRate(metricServerSeconds+"_bucket", ", le"),
+		sumRate(metricClientSeconds+"_bucket", ", le"),
+		// A node is instrumented when it reports span metrics of its own;
+		// the edges alone cannot say which side of a virtual_node edge is
+		// virtual.
+		fmt.Sprintf("group by (service) (last_over_time(%s[%s]))", metricCalls, w),
 	}
-	results := make([]map[edgeKey]float64, len(exprs))
-	for i, e := range exprs {
-		v, err := q.vector(ctx, tenant, e, o.End)
-		if err != nil {
-			return nil, err
-		}
+	vectors, err := q.vectors(ctx, tenant, exprs, o.End)
+	if err != nil {
+		return nil, err
+	}
+	byEdge := func(v promql.Vector) map[edgeKey]float64 {
 		m := make(map[edgeKey]float64, len(v))
 		for _, s := range v {
 			m[edgeKeyOf(s.Metric)] = s.F
 		}
-		results[i] = m
+		return m
 	}
-	requests, failed := results[0], results[1]
-	srvSum, srvCount, cliSum, cliCount := results[2], results[3], results[4], results[5]
-	srvP90, cliP90 := results[6], results[7]
+	requests, failed := byEdge(vectors[0]), byEdge(vectors[1])
+	srvSum, srvCount, cliSum, cliCount := byEdge(vectors[2]), byEdge(vectors[3]), byEdge(vectors[4]), byEdge(vectors[5])
+	srvBuckets, cliBuckets := bucketsByEdge(vectors[6]), bucketsByEdge(vectors[7])
+	instrumented := map[string]bool{}
+	for _, s := range vectors[8] {
+		instrumented[s.Metric.Get("service")] = true
+	}
 
 	keep := map[string]bool{}
 	for _, c := range o.ConnectionTypes {
@@ -189,9 +204,9 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		}
 		// An uninstrumented server has no server-side latency; the
 		// client's view is the best there is.
-		sum, count, p90 := srvSum[k], srvCount[k], srvP90[k]
+		sum, count, buckets := srvSum[k], srvCount[k], srvBuckets[k]
 		if count == 0 {
-			sum, count, p90 = cliSum[k], cliCount[k], cliP90[k]
+			sum, count, buckets = cliSum[k], cliCount[k], cliBuckets[k]
 		}
 		edges = append(edges, Edge{
 			ID:             k.client + "->" + k.server,
@@ -201,49 +216,95 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 			Rate:           rate,
 			ErrorRatio:     ratio(failed[k], rate),
 			AvgMs:          ratio(sum, count) * 1000,
-			P90Ms:          p90 * 1000,
+			P90Ms:          quantileMs(0.9, buckets),
 		})
 	}
 	if o.Service != "" {
 		edges = neighbourhood(edges, o.Service, o.Depth)
 	}
-	// A node is instrumented when it reports span metrics of its own; the
-	// edges alone cannot say which side of a virtual_node edge is virtual.
-	instrumented := map[string]bool{}
-	services, err := q.vector(ctx, tenant, fmt.Sprintf("group by (service) (last_over_time(%s[%s]))", metricCalls, w), o.End)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range services {
-		instrumented[s.Metric.Get("service")] = true
-	}
 	g := buildNodes(edges, instrumented)
 	g.capNodes(o.MaxNodes)
-	nodeP90, err := q.vector(ctx, tenant, fmt.Sprintf("histogram_quantile(0.9, sum by (server, le) (rate(%s[%s])))",
-		selector(metricServerSeconds+"_bucket", o.Matchers), w), o.End)
-	if err != nil {
-		return nil, err
+
+	// A node's p90 comes from the server-side buckets of the edges into it;
+	// an uninstrumented node has none, so the clients' view stands in.
+	nodeBuckets := map[string]map[float64]float64{}
+	fallback := map[string]map[float64]float64{}
+	for k, bs := range srvBuckets {
+		addBuckets(nodeBuckets, k.server, bs)
 	}
-	p90 := map[string]float64{}
-	for _, s := range nodeP90 {
-		p90[s.Metric.Get("server")] = s.F * 1000
-	}
-	// An uninstrumented node has no server-side histogram: take the p90
-	// its busiest caller sees.
-	busiest := map[string]Edge{}
-	for _, e := range g.Edges {
-		if b, ok := busiest[e.Target]; !ok || e.Rate > b.Rate {
-			busiest[e.Target] = e
-		}
+	for k, bs := range cliBuckets {
+		addBuckets(fallback, k.server, bs)
 	}
 	for i := range g.Nodes {
-		if v, ok := p90[g.Nodes[i].ID]; ok {
-			g.Nodes[i].P90Ms = v
-		} else if e, ok := busiest[g.Nodes[i].ID]; ok {
-			g.Nodes[i].P90Ms = e.P90Ms
+		id := g.Nodes[i].ID
+		if bs, ok := nodeBuckets[id]; ok {
+			g.Nodes[i].P90Ms = quantileMs(0.9, bs)
+		} else if bs, ok := fallback[id]; ok {
+			g.Nodes[i].P90Ms = quantileMs(0.9, bs)
 		}
 	}
 	return g, nil
+}
+
+// vectors runs instant queries concurrently, as many at once as there
+// are cores.
+func (q *Querier) vectors(ctx context.Context, tenant string, exprs []string, ts time.Time) ([]promql.Vector, error) {
+	out := make([]promql.Vector, len(exprs))
+	errs := make([]error, len(exprs))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, e := range exprs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = q.vector(ctx, tenant, e, ts)
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// bucketsByEdge groups bucket rates by edge and upper bound.
+func bucketsByEdge(v promql.Vector) map[edgeKey]map[float64]float64 {
+	out := map[edgeKey]map[float64]float64{}
+	for _, s := range v {
+		le, err := strconv.ParseFloat(s.Metric.Get("le"), 64)
+		if err != nil {
+			continue
+		}
+		k := edgeKeyOf(s.Metric)
+		if out[k] == nil {
+			out[k] = map[float64]float64{}
+		}
+		out[k][le] += s.F
+	}
+	return out
+}
+
+func addBuckets(into map[string]map[float64]float64, node string, bs map[float64]float64) {
+	if into[node] == nil {
+		into[node] = map[float64]float64{}
+	}
+	for le, c := range bs {
+		into[node][le] += c
+	}
+}
+
+// quantileMs is histogram_quantile over cumulative bucket rates, in ms;
+// NaN without buckets.
+func quantileMs(q float64, bs map[float64]float64) float64 {
+	if len(bs) == 0 {
+		return math.NaN()
+	}
+	buckets := make(promql.Buckets, 0, len(bs))
+	for le, c := range bs {
+		buckets = append(buckets, promql.Bucket{UpperBound: le, Count: c})
+	}
+	sort.Slice(buckets, func(i, j int) bool { return buckets[i].UpperBound < buckets[j].UpperBound })
+	v, _, _, _, _, _ := promql.BucketQuantile(q, buckets)
+	return v * 1000
 }
 
 // ratio is a/b, NaN when b is 0.

@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1
+#
+# Spangraph images. `docker compose up --build` builds both targets:
+#   grafana    Grafana OSS with the Spangraph datasource plugin installed (the default target)
+#   spangraph  the standalone CLI: `spangraph serve|demo|loadgen`
+#
+# The frontend and backend stages run on the build machine's platform and
+# cross-compile, so `--platform linux/arm64` builds do not emulate npm or Go.
+
+ARG GRAFANA_IMAGE=grafana/grafana-oss:12.4.10
+
+# --- frontend: dist/ (module.js, plugin.json, img/) -------------------------
+FROM --platform=$BUILDPLATFORM node:20 AS frontend
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
+COPY .config/ .config/
+COPY tsconfig.json plugin.json README.md ./
+COPY src/ src/
+RUN npm run build
+
+# --- backend: the plugin binary and the CLI ---------------------------------
+FROM --platform=$BUILDPLATFORM golang:1.26 AS backend
+ARG TARGETOS
+ARG TARGETARCH
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY pkg/ pkg/
+# Grafana starts the plugin executable named in plugin.json ("gpx_spangraph")
+# with the suffix _<os>_<arch>.
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+      go build -trimpath -ldflags "-s -w" -o /out/gpx_spangraph_${TARGETOS}_${TARGETARCH} ./pkg && \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+      go build -trimpath -ldflags "-s -w" -o /out/spangraph ./pkg/cmd/spangraph
+
+# --- spangraph: the standalone CLI ------------------------------------------
+FROM gcr.io/distroless/static-debian12:nonroot AS spangraph
+COPY --from=backend /out/spangraph /usr/local/bin/spangraph
+# `serve` keeps its store in ./data.
+WORKDIR /home/nonroot
+# OTLP/gRPC, OTLP/HTTP, the Prometheus-compatible query API.
+EXPOSE 4317 4318 9097
+ENTRYPOINT ["/usr/local/bin/spangraph"]
+CMD ["demo"]
+
+# --- grafana: Grafana with the plugin ---------------------------------------
+FROM ${GRAFANA_IMAGE} AS grafana
+ARG TARGETOS
+ARG TARGETARCH
+# Grafana's state lives in /var/lib/grafana/data rather than in
+# /var/lib/grafana itself, so that a volume holding it does not also hold
+# (and, after a rebuild, keep serving a stale copy of) the plugin below in
+# /var/lib/grafana/plugins.
+ENV GF_PATHS_DATA=/var/lib/grafana/data
+RUN mkdir -p /var/lib/grafana/data
+# Grafana passes the keys of [plugin.<id>] to the plugin process as
+# GF_PLUGIN_<KEY>, each overridden by an environment variable of that name
+# when one is set (docker-compose.yaml sets them). Since Grafana 12.4 only
+# keys present here reach the plugin: the rest of Grafana's environment is
+# no longer forwarded to plugin processes.
+COPY <<EOF /etc/grafana/grafana.ini
+[plugin.seed-spangraph-datasource]
+data_dir = /var/lib/grafana/data/spangraph
+otlp_grpc = 0.0.0.0:4317
+otlp_http = 0.0.0.0:4318
+collection_interval = 15s
+retention = 24h
+log_level = info
+remote_write_url =
+EOF
+COPY --from=frontend /src/dist/ /var/lib/grafana/plugins/seed-spangraph-datasource/
+COPY --from=backend /out/gpx_spangraph_${TARGETOS}_${TARGETARCH} /var/lib/grafana/plugins/seed-spangraph-datasource/
+ENV GF_PLUGINS_ALLOW_LOADING_UNSIGNED_PLUGINS=seed-spangraph-datasource
+EXPOSE 3000 4317 4318

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/servicegraph"
 	"github.com/spangraph/spangraph/pkg/spanmetrics"
 )
@@ -44,6 +45,8 @@ type Config struct {
 	Registry     registry.Config     `yaml:"registry"`
 	SpanMetrics  spanmetrics.Config  `yaml:"spanmetrics"`
 	ServiceGraph servicegraph.Config `yaml:"servicegraph"`
+	// RemoteWrite lists endpoints in Prometheus' remote_write format.
+	RemoteWrite remotewrite.Config `yaml:"remote_write"`
 }
 
 // Default returns the defaults of every key.
@@ -90,6 +93,9 @@ func (c *Config) Validate() error {
 	if err := c.Registry.Validate("registry"); err != nil {
 		return err
 	}
+	if err := c.RemoteWrite.Validate("remote_write"); err != nil {
+		return err
+	}
 	if err := c.SpanMetrics.Validate("spanmetrics"); err != nil {
 		return err
 	}
@@ -128,6 +134,7 @@ type Flags struct {
 	otlpGRPC, otlpHTTP string
 	http               string
 	collectionInterval time.Duration
+	remoteWriteURLs    remotewrite.URLFlag
 }
 
 // RegisterFlags defines the flags on fs.
@@ -140,6 +147,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.otlpHTTP, "otlp-http", d.OTLPHTTP, "OTLP/HTTP listen address, empty to disable (otlp_http)")
 	fs.StringVar(&f.http, "http", d.HTTP, "Prometheus-compatible query API, /metrics and health (http)")
 	fs.DurationVar(&f.collectionInterval, "collection-interval", d.CollectionInterval, "how often series are written to the store (collection_interval)")
+	fs.Var(&f.remoteWriteURLs, "remote-write-url", "remote-write endpoint URL; repeatable; replaces remote_write")
 	return f
 }
 
@@ -152,8 +160,11 @@ func (f *Flags) Load() (Config, error) {
 			return c, err
 		}
 	}
+	var err error
 	f.set.Visit(func(fl *flag.Flag) {
 		switch fl.Name {
+		case "remote-write-url":
+			c.RemoteWrite, err = remotewrite.FromURLs(f.remoteWriteURLs)
 		case "data-dir":
 			c.DataDir = f.dataDir
 		case "otlp-grpc":
@@ -166,5 +177,8 @@ func (f *Flags) Load() (Config, error) {
 			c.CollectionInterval = f.collectionInterval
 		}
 	})
+	if err != nil {
+		return c, fmt.Errorf("--remote-write-url: %w", err)
+	}
 	return c, c.Validate()
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
+	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/servicegraph"
 	"github.com/spangraph/spangraph/pkg/spanmetrics"
 	"github.com/spangraph/spangraph/pkg/store"
@@ -55,6 +56,8 @@ type Instance struct {
 	SpanMetrics  *spanmetrics.Processor
 	ServiceGraph *servicegraph.Processor
 	Store        *store.Store
+	// RemoteWrite is nil without remote_write endpoints.
+	RemoteWrite *remotewrite.Writer
 
 	lastCollection atomic.Int64 // unix ms
 }
@@ -161,6 +164,16 @@ func (e *Engine) Stop(ctx context.Context) {
 func (e *Engine) closeStores() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Writers flush (up to their deadline each, so in parallel) before
+	// their stores close under them.
+	var wg sync.WaitGroup
+	for _, inst := range e.tenants {
+		if inst.RemoteWrite != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); inst.RemoteWrite.Stop() }()
+		}
+	}
+	wg.Wait()
 	for _, inst := range e.tenants {
 		if err := inst.Store.Close(); err != nil {
 			e.logger.Error("closing store", "tenant", inst.Tenant, "err", err)
@@ -249,6 +262,17 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 				e.logger.Warn("service graph self-metrics not registered", "tenant", tenant, "err", err)
 			}
 		}
+	}
+	if len(e.cfg.RemoteWrite) > 0 {
+		// Remote write switches from catching up to live shipping between
+		// two collections, hence the collection lock.
+		rw, err := remotewrite.New(e.cfg.RemoteWrite, tenant, st, &e.collectMu, e.logger.With("component", "remote_write"), e.promReg, remotewrite.Options{})
+		if err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		rw.Start(context.Background())
+		inst.RemoteWrite = rw
 	}
 	return inst, nil
 }
@@ -375,6 +399,9 @@ func (e *Engine) collect(inst *Instance, now time.Time) {
 		return
 	}
 	inst.lastCollection.Store(now.UnixMilli())
+	if inst.RemoteWrite != nil {
+		inst.RemoteWrite.Notify()
+	}
 	e.logger.Debug("collected", "tenant", inst.Tenant, "samples", stats.Samples,
 		"active_series", stats.ActiveSeries, "removed", stats.Removed, "took", stats.Duration)
 }

@@ -1,0 +1,387 @@
+package remotewrite
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
+	"gopkg.in/yaml.v3"
+
+	"github.com/spangraph/spangraph/pkg/store"
+)
+
+// syncBuffer collects logs; they are printed only when a test fails, and
+// goroutines that log after the test ended cannot make t.Log panic.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	buf := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", buf.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// fakeEngine writes collections as pkg/engine does: under the collection
+// lock, stamped with time.Now() taken after acquiring it, committed, then
+// Notify.
+type fakeEngine struct {
+	mu     sync.Mutex
+	st     *store.Store
+	w      *Writer
+	series int
+	n      int
+	stamps []int64
+}
+
+func (e *fakeEngine) collect(t testing.TB) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := time.Now().UnixMilli()
+	app := e.st.Appender(context.Background())
+	for i := range e.series {
+		l := labels.FromStrings(labels.MetricName, "spangraph_test_total", "series", strconv.Itoa(i))
+		if _, err := app.Append(0, l, now, float64(e.n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e.n++
+	e.stamps = append(e.stamps, now)
+	if e.w != nil {
+		e.w.Notify()
+	}
+}
+
+// collectFor collects every interval for d.
+func (e *fakeEngine) collectFor(t testing.TB, d, interval time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(interval) {
+		e.collect(t)
+	}
+}
+
+func (e *fakeEngine) setWriter(w *Writer) {
+	e.mu.Lock()
+	e.w = w
+	e.mu.Unlock()
+}
+
+func openStore(t testing.TB, dataDir, tenant string) *store.Store {
+	st, err := store.Open(dataDir, tenant, store.Options{Retention: 24 * time.Hour}, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// parseConfig decodes a remote_write list the way pkg/config will.
+func parseConfig(t testing.TB, y string) Config {
+	var doc struct {
+		RemoteWrite Config `yaml:"remote_write"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader([]byte(y)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.RemoteWrite.Validate("remote_write"); err != nil {
+		t.Fatal(err)
+	}
+	return doc.RemoteWrite
+}
+
+// fastQueue keeps test latency low: small batches flushed every 100 ms,
+// retries capped at 200 ms.
+const fastQueue = `
+    queue_config:
+      batch_send_deadline: 100ms
+      min_backoff: 20ms
+      max_backoff: 200ms
+`
+
+func startWriter(t testing.TB, cfg Config, tenant string, e *fakeEngine) *Writer {
+	w, err := New(cfg, tenant, e.st, &e.mu, testLogger(t), nil, Options{FlushDeadline: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.setWriter(w)
+	w.Start(context.Background())
+	t.Cleanup(w.Stop)
+	return w
+}
+
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out after %s waiting for %s", d, what)
+}
+
+func waitLive(t testing.TB, w *Writer, d time.Duration) {
+	t.Helper()
+	waitFor(t, "live shipping", d, func() bool {
+		for _, s := range w.Status() {
+			if s.CatchingUp {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// promServer runs the Debian package's server as a remote-write receiver.
+type promServer struct {
+	t       testing.TB
+	port    int
+	dataDir string
+	cfgFile string
+	logFile string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+func startPrometheus(t testing.TB) *promServer {
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skip("prometheus binary not found (apt-get install -y prometheus); CI must have it")
+		}
+		t.Fatal("prometheus binary not found; CI must install the Debian package `prometheus`")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	dir := t.TempDir()
+	p := &promServer{
+		t:       t,
+		port:    port,
+		dataDir: filepath.Join(dir, "data"),
+		cfgFile: filepath.Join(dir, "prometheus.yml"),
+		logFile: filepath.Join(dir, "prometheus.log"),
+	}
+	if err := os.WriteFile(p.cfgFile, []byte("global:\n  scrape_interval: 1m\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.start(bin)
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logFile)
+			t.Logf("prometheus log:\n%s", b)
+		}
+	})
+	return p
+}
+
+func (p *promServer) start(bin string) {
+	p.t.Helper()
+	logf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin,
+		"--web.enable-remote-write-receiver",
+		"--storage.tsdb.path="+p.dataDir,
+		"--config.file="+p.cfgFile,
+		"--web.listen-address="+p.addr(),
+	)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func() {
+		_ = p.cmd.Wait()
+		_ = logf.Close()
+		close(p.exited)
+	}()
+	waitFor(p.t, "prometheus ready", 30*time.Second, func() bool {
+		r, err := http.Get("http://" + p.addr() + "/-/ready")
+		if err != nil {
+			return false
+		}
+		_ = r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
+}
+
+// restart starts it again on the same port and data directory.
+func (p *promServer) restart() { p.start(p.cmd.Path) }
+
+func (p *promServer) stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+func (p *promServer) addr() string     { return "127.0.0.1:" + strconv.Itoa(p.port) }
+func (p *promServer) writeURL() string { return "http://" + p.addr() + "/api/v1/write" }
+
+// samples returns the raw samples (ms → value) of one test series.
+func (p *promServer) samples(series int) map[int64]float64 {
+	p.t.Helper()
+	q := fmt.Sprintf(`spangraph_test_total{series="%d"}[1h]`, series)
+	resp, err := http.Get("http://" + p.addr() + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Values [][2]any `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		p.t.Fatal(err)
+	}
+	out := map[int64]float64{}
+	for _, r := range body.Data.Result {
+		for _, v := range r.Values {
+			ts := int64(v[0].(float64)*1000 + 0.5)
+			f, _ := strconv.ParseFloat(v[1].(string), 64)
+			out[ts] = f
+		}
+	}
+	return out
+}
+
+// metric reads one of the server's own metrics (summed over labels).
+func (p *promServer) metric(name string) float64 {
+	p.t.Helper()
+	resp, err := http.Get("http://" + p.addr() + "/metrics")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if !bytes.HasPrefix(line, []byte(name)) || len(line) <= len(name) || (line[len(name)] != ' ' && line[len(name)] != '{') {
+			continue
+		}
+		f := bytes.Fields(line)
+		v, _ := strconv.ParseFloat(string(f[len(f)-1]), 64)
+		sum += v
+	}
+	return sum
+}
+
+// assertAll checks that every collection of every series reached p with
+// its value.
+func assertAll(t testing.TB, p *promServer, e *fakeEngine, d time.Duration) {
+	t.Helper()
+	e.mu.Lock()
+	stamps := append([]int64(nil), e.stamps...)
+	series := e.series
+	e.mu.Unlock()
+	var missing []int64
+	waitFor(t, "every collection in prometheus", d, func() bool {
+		missing = missing[:0]
+		for s := range series {
+			got := p.samples(s)
+			for i, ts := range stamps {
+				if v, ok := got[ts]; !ok || v != float64(i) {
+					missing = append(missing, ts)
+				}
+			}
+		}
+		return len(missing) == 0
+	})
+}
+
+// recorder is a remote-write receiver that keeps each request's headers
+// and samples; it answers 401 on /unauthorized, 204 elsewhere.
+type recorder struct {
+	mu       sync.Mutex
+	requests []recorded
+}
+
+type recorded struct {
+	path   string
+	header http.Header
+	req    prompb.WriteRequest
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	rec := recorded{path: req.URL.Path, header: req.Header.Clone()}
+	if data, err := snappy.Decode(nil, body); err == nil {
+		_ = rec.req.Unmarshal(data)
+	}
+	r.mu.Lock()
+	r.requests = append(r.requests, rec)
+	r.mu.Unlock()
+	if req.URL.Path == "/unauthorized" {
+		http.Error(w, "no such token", http.StatusUnauthorized)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// last returns the last request to path that carried samples.
+func (r *recorder) last(path string) (recorded, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.requests) - 1; i >= 0; i-- {
+		if r.requests[i].path == path && len(r.requests[i].req.Timeseries) > 0 {
+			return r.requests[i], true
+		}
+	}
+	return recorded{}, false
+}

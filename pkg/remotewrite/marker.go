@@ -1,0 +1,77 @@
+package remotewrite
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// markerAmbiguity is the precision of a marker taken from Prometheus'
+// queue_highest_sent_timestamp_seconds gauge, which the queue sets to whole
+// seconds (float64(highest/1000) with integer division): the endpoint may
+// hold samples up to marker+999 ms.
+const markerAmbiguity = 999
+
+// marker is what is persisted per tenant and endpoint: catching up from
+// ResumeFromMs (inclusive) loses nothing and, but for the ambiguous second
+// after it, re-sends nothing the endpoint already has.
+type marker struct {
+	URL          string    `json:"url"`
+	ResumeFromMs int64     `json:"resume_from_ms"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+func markerPath(tsdbDir, name string) string {
+	// PathEscape keeps any configured name a single, safe file name.
+	return filepath.Join(tsdbDir, "remote_write", url.PathEscape(name)+".json")
+}
+
+// loadMarker returns the marker, or ok=false when there is none.
+func loadMarker(path string) (m marker, ok bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return m, false, nil
+	}
+	if err != nil {
+		return m, false, err
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, false, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, true, nil
+}
+
+// saveMarker writes atomically (temp file, fsync, rename), so that a crash
+// leaves the old marker or the new one, never a torn file.
+func saveMarker(path string, m marker) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".marker-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}

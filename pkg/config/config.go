@@ -15,6 +15,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
@@ -47,6 +49,14 @@ type Config struct {
 	ServiceGraph servicegraph.Config `yaml:"servicegraph"`
 	// RemoteWrite lists endpoints in Prometheus' remote_write format.
 	RemoteWrite remotewrite.Config `yaml:"remote_write"`
+
+	// Auth maps credentials to tenants; no tenants means X-Scope-OrgID
+	// decides, as before.
+	Auth auth.Config `yaml:"auth"`
+	// Limits are per-tenant ingestion limits; 0 = unlimited.
+	Limits limits.Config `yaml:"limits"`
+	// HTTPTLS is the TLS of the query API (http); OTLP's is receiver.tls.
+	HTTPTLS auth.TLSConfig `yaml:"http_tls"`
 }
 
 // Default returns the defaults of every key.
@@ -65,6 +75,7 @@ func Default() Config {
 		Registry:           registry.DefaultConfig(),
 		SpanMetrics:        spanmetrics.DefaultConfig(),
 		ServiceGraph:       servicegraph.DefaultConfig(),
+		Limits:             limits.DefaultConfig(),
 	}
 }
 
@@ -99,7 +110,16 @@ func (c *Config) Validate() error {
 	if err := c.SpanMetrics.Validate("spanmetrics"); err != nil {
 		return err
 	}
-	return c.ServiceGraph.Validate("servicegraph")
+	if err := c.ServiceGraph.Validate("servicegraph"); err != nil {
+		return err
+	}
+	if err := c.Auth.Validate("auth"); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate("limits"); err != nil {
+		return err
+	}
+	return c.HTTPTLS.Validate("http_tls")
 }
 
 // LoadFile reads a YAML file over c. Unknown keys are errors: a misspelt

@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/config"
+	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
@@ -77,6 +79,7 @@ type Engine struct {
 	logger   *slog.Logger
 	promReg  prometheus.Registerer
 	receiver *receiver.Receiver
+	auth     *auth.Authenticator
 
 	mu      sync.RWMutex
 	tenants map[string]*Instance
@@ -93,7 +96,8 @@ type Engine struct {
 // New builds an engine from a validated config. promReg receives the
 // stores' own metrics; it may be nil.
 func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) (*Engine, error) {
-	if err := cfg.Validate(); err != nil {
+	err := cfg.Validate()
+	if err != nil {
 		return nil, err
 	}
 	e := &Engine{
@@ -105,6 +109,13 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 	}
 	rc := cfg.Receiver
 	rc.GRPCAddr, rc.HTTPAddr = cfg.OTLPGRPC, cfg.OTLPHTTP
+	if rc.Auth, err = auth.New(cfg.Auth); err != nil {
+		return nil, err
+	}
+	if rc.Limits, err = limits.New(cfg.Limits); err != nil {
+		return nil, err
+	}
+	e.auth = rc.Auth
 	r, err := receiver.New(rc, e, logger.With("component", "receiver"))
 	if err != nil {
 		return nil, err
@@ -112,6 +123,10 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 	e.receiver = r
 	return e, nil
 }
+
+// Authenticator returns the tenants' credentials (nil when auth is off),
+// for the query API.
+func (e *Engine) Authenticator() *auth.Authenticator { return e.auth }
 
 // Receiver returns the OTLP receiver (for its HTTP handler and addresses).
 func (e *Engine) Receiver() *receiver.Receiver { return e.receiver }

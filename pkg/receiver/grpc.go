@@ -2,17 +2,21 @@ package receiver
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters may gzip requests.
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
@@ -58,35 +62,46 @@ var traceServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*any)(nil),
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Export",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			return srv.(*Receiver).export(ctx, dec)
+		// The interceptor (authentication) must be called here: a
+		// hand-written handler that ignores it is never authenticated.
+		// The request is decoded inside export, after the interceptor, so
+		// an unauthenticated body is never copied or decoded.
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			export := func(ctx context.Context, _ any) (any, error) { return srv.(*Receiver).export(ctx, dec) }
+			if interceptor == nil {
+				return export(ctx, nil)
+			}
+			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: "/opentelemetry.proto.collector.trace.v1.TraceService/Export"}
+			return interceptor(ctx, nil, info, export)
 		},
 	}},
 	Metadata: "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 }
 
-func (r *Receiver) newGRPCServer() *grpc.Server {
-	s := grpc.NewServer(
+func (r *Receiver) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(proto.Name)}),
 		// gRPC applies this limit after decompression too, which keeps zip
 		// bombs out; the refusal is ResourceExhausted.
 		grpc.MaxRecvMsgSize(r.cfg.MaxRequestBytes),
-	)
+		// Always installed: with auth off (nil) it still puts the
+		// X-Scope-OrgID tenant in the context.
+		grpc.UnaryInterceptor(r.cfg.Auth.UnaryServerInterceptor(func(reason string) {
+			requestsRejected.WithLabelValues(protocolGRPC, reason).Inc()
+		})),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s := grpc.NewServer(opts...)
 	s.RegisterService(&traceServiceDesc, r)
 	return s
 }
 
 func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb.ExportTraceServiceResponse, error) {
-	var tenantHeader string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-scope-orgid"); len(v) > 0 {
-			tenantHeader = v[0]
-		}
-	}
-	tenant, err := tenantOf(tenantHeader)
-	if err != nil {
-		requestsRejected.WithLabelValues(protocolGRPC, ReasonBadTenant).Inc()
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	tenant, ok := auth.TenantFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Internal, "no tenant: the auth interceptor did not run")
 	}
 	var raw rawRequest
 	if err := dec(&raw); err != nil {
@@ -101,6 +116,11 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 	rejected, reason, err := r.accept(tenant, protocolGRPC, raw.batch)
 	if err != nil {
 		raw.batch.Release()
+		var le *limits.Error
+		if errors.As(err, &le) {
+			// ResourceExhausted, with RetryInfo when rate limited.
+			return nil, le.GRPCStatus().Err()
+		}
 		// Unavailable is what OTLP exporters retry without RetryInfo.
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
@@ -52,9 +54,13 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("unsupported Content-Type %q: send application/x-protobuf or application/json", req.Header.Get("Content-Type")))
 		return
 	}
-	tenant, err := tenantOf(req.Header.Get("X-Scope-OrgID"))
+	tenant, err := r.cfg.Auth.Tenant(req.Header.Get("Authorization"), req.Header.Get("X-Scope-OrgID"))
 	if err != nil {
-		fail(http.StatusBadRequest, ReasonBadTenant, err.Error())
+		code := auth.HTTPStatus(err)
+		if code == http.StatusUnauthorized {
+			r.cfg.Auth.SetChallenge(w.Header())
+		}
+		fail(code, auth.ReasonOf(err), err.Error())
 		return
 	}
 	limit := int64(r.cfg.MaxRequestBytes)
@@ -105,6 +111,14 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	rejected, reason, err := r.accept(tenant, protocolHTTP, b)
 	if err != nil {
 		b.Release()
+		var le *limits.Error
+		if errors.As(err, &le) {
+			if ra := le.RetryAfterHeader(); ra != "" {
+				w.Header().Set("Retry-After", ra)
+			}
+			writeStatus(w, le.HTTPStatus(), err.Error(), asJSON)
+			return
+		}
 		w.Header().Set("Retry-After", "1")
 		code := http.StatusTooManyRequests
 		if errors.Is(err, errShuttingDown) || errors.Is(err, errNotAdmitted) {
@@ -174,6 +188,10 @@ func grpcCodeFor(httpCode int) codes.Code {
 		return codes.Unavailable
 	case http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed:
 		return codes.Unimplemented
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusForbidden:
+		return codes.PermissionDenied
 	}
 	return codes.Internal
 }

@@ -26,8 +26,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
 
+	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
-	"github.com/spangraph/spangraph/pkg/store"
 )
 
 // Consumer processes decoded batches. It must not keep b, or strings read
@@ -53,6 +54,14 @@ type Config struct {
 	// IngestionSlack: spans that end further than this from now are
 	// refused, since they would distort rates.
 	IngestionSlack time.Duration `yaml:"ingestion_slack"`
+	// TLS of both OTLP listeners; empty cert_file means plain text.
+	TLS auth.TLSConfig `yaml:"tls"`
+
+	// Auth decides the tenant of a request (nil: X-Scope-OrgID, as
+	// before); Limits applies the per-tenant limits (nil: none). Both are
+	// built by the engine from the top-level auth: and limits: sections.
+	Auth   *auth.Authenticator `yaml:"-"`
+	Limits *limits.Limits      `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults.
@@ -76,7 +85,7 @@ func (c *Config) Validate(prefix string) error {
 	case c.IngestionSlack <= 0:
 		return fmt.Errorf("%s.ingestion_slack: must be positive, got %s", prefix, c.IngestionSlack)
 	}
-	return nil
+	return c.TLS.Validate(prefix + ".tls")
 }
 
 // Reasons for refusing requests and spans, as self-metric label values.
@@ -169,6 +178,10 @@ func (r *Receiver) Received() int64 { return r.received.Load() }
 // Start starts the workers and, when their addresses are set, the gRPC and
 // HTTP servers. It fails when an address cannot be bound.
 func (r *Receiver) Start() error {
+	tlsCfg, err := r.cfg.TLS.ServerConfig("receiver.tls", r.logger)
+	if err != nil {
+		return err
+	}
 	for i := 0; i < r.cfg.Workers; i++ {
 		r.workers.Add(1)
 		go r.work()
@@ -179,7 +192,7 @@ func (r *Receiver) Start() error {
 			return fmt.Errorf("OTLP/gRPC cannot listen on %s (otlp_grpc): %w", r.cfg.GRPCAddr, err)
 		}
 		r.grpcLis = lis
-		r.grpcServer = r.newGRPCServer()
+		r.grpcServer = r.newGRPCServer(tlsCfg)
 		go func() { _ = r.grpcServer.Serve(lis) }()
 		r.logger.Info("OTLP/gRPC listening", "addr", lis.Addr().String())
 	}
@@ -191,8 +204,12 @@ func (r *Receiver) Start() error {
 		r.httpLis = lis
 		mux := http.NewServeMux()
 		mux.Handle("/v1/traces", r.HTTPHandler())
-		r.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = r.httpServer.Serve(lis) }()
+		r.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+		if tlsCfg != nil {
+			go func() { _ = r.httpServer.ServeTLS(lis, "", "") }()
+		} else {
+			go func() { _ = r.httpServer.Serve(lis) }()
+		}
 		r.logger.Info("OTLP/HTTP listening", "addr", lis.Addr().String(), "path", "/v1/traces")
 	}
 	return nil
@@ -264,6 +281,26 @@ func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int,
 	if err := r.consumer.Admit(tenant); err != nil {
 		r.refuse(tenant, protocol, ReasonNotAdmitted, b.SpanCount)
 		return 0, "", fmt.Errorf("%w: %v", errNotAdmitted, err)
+	}
+	// After Admit, so that the limits' per-tenant state is bounded by
+	// max_tenants. On error b is unchanged and still the caller's.
+	if r.cfg.Limits != nil {
+		n := b.SpanCount
+		limited, why, err := r.cfg.Limits.Apply(tenant, b)
+		if err != nil {
+			var le *limits.Error
+			errors.As(err, &le)
+			r.refuse(tenant, protocol, le.Reason, n)
+			return 0, "", err
+		}
+		if limited > 0 {
+			spansRejected.WithLabelValues(tenant, protocol, limits.ReasonTooManyAttributes).Add(float64(limited))
+			rejected, reason = rejected+limited, limits.JoinReasons(reason, why)
+		}
+		if b.SpanCount == 0 {
+			b.Release()
+			return rejected, reason, nil
+		}
 	}
 	cost := batchCost(b)
 	if r.bytes.Add(cost) > int64(r.cfg.MaxQueueBytes) {
@@ -339,15 +376,4 @@ func (r *Receiver) validate(tenant, protocol string, b *otlp.Batch) (int, string
 		parts = append(parts, fmt.Sprintf("%d ending more than %s from now (ingestion_slack)", outside, r.cfg.IngestionSlack))
 	}
 	return badID + outside, strings.Join(parts, "; ")
-}
-
-// tenantOf validates the X-Scope-OrgID value of a request.
-func tenantOf(header string) (string, error) {
-	if header == "" {
-		return store.DefaultTenant, nil
-	}
-	if err := store.ValidateTenant(header); err != nil {
-		return "", fmt.Errorf("invalid X-Scope-OrgID: %w", err)
-	}
-	return header, nil
 }

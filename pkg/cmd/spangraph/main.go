@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,11 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/loadgen"
 	"github.com/spangraph/spangraph/pkg/query"
-	"github.com/spangraph/spangraph/pkg/store"
 )
 
 const usage = `spangraph turns OpenTelemetry traces into RED metrics and a service graph.
@@ -115,7 +116,11 @@ func serve(ctx context.Context, args []string, demo bool) error {
 		logger.Info("stopped")
 	}()
 
-	srv, lis, err := startHTTP(cfg.HTTP, newServerMux(eng, logger))
+	httpTLS, err := cfg.HTTPTLS.ServerConfig("http_tls", logger)
+	if err != nil {
+		return err
+	}
+	srv, lis, err := startHTTP(cfg.HTTP, newServerMux(eng, logger), httpTLS)
 	if err != nil {
 		return err
 	}
@@ -147,22 +152,35 @@ func demoDefaults(fs *flag.FlagSet, cfg *config.Config) error {
 	return cfg.Validate()
 }
 
-func startHTTP(addr string, h http.Handler) (*http.Server, net.Listener, error) {
+func startHTTP(addr string, h http.Handler, tlsCfg *tls.Config) (*http.Server, net.Listener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("query API cannot listen on %s (http): %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(lis) }()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+	if tlsCfg != nil {
+		go func() { _ = srv.ServeTLS(lis, "", "") }()
+	} else {
+		go func() { _ = srv.Serve(lis) }()
+	}
 	return srv, lis, nil
 }
 
 // newServerMux is the standalone server's HTTP surface.
 func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
 	q := query.NewQuerier(eng, query.DefaultOptions(), logger.With("component", "query"), prometheus.DefaultRegisterer)
-	api := query.NewAPI(q, tenantFromHeader)
+	// The middleware authenticates readers with the same credentials as
+	// senders (a nil Authenticator reads X-Scope-OrgID as before) and puts
+	// the tenant in the context. /metrics and the health endpoints stay
+	// open for scrapers and probes.
+	api := query.NewAPI(q, func(r *http.Request) (string, error) {
+		if t, ok := auth.TenantFrom(r.Context()); ok {
+			return t, nil
+		}
+		return "", errors.New("no tenant in the request context")
+	})
 	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", api)
+	mux.Handle("/api/v1/", eng.Authenticator().HTTPMiddleware(api, nil))
 	mux.Handle("/metrics", promhttp.Handler())
 	// Profiles, as Prometheus serves them, for performance work in place.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -174,18 +192,6 @@ func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
 		_, _ = io.WriteString(w, "Spangraph is Ready.\n")
 	})
 	return mux
-}
-
-// tenantFromHeader reads X-Scope-OrgID, as Mimir and Tempo do.
-func tenantFromHeader(r *http.Request) (string, error) {
-	t := r.Header.Get("X-Scope-OrgID")
-	if t == "" {
-		return store.DefaultTenant, nil
-	}
-	if err := store.ValidateTenant(t); err != nil {
-		return "", fmt.Errorf("invalid X-Scope-OrgID: %w", err)
-	}
-	return t, nil
 }
 
 func runDemo(ctx context.Context, eng *engine.Engine, apiAddr string, rate float64, logger *slog.Logger) error {

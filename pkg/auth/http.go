@@ -1,0 +1,68 @@
+package auth
+
+import (
+	"errors"
+	"net/http"
+	"os"
+)
+
+// Indirections for New, so that tests of resolve can use their own.
+var (
+	lookupEnv = os.LookupEnv
+	readFile  = os.ReadFile
+)
+
+// Realm is the realm of the WWW-Authenticate challenges.
+const Realm = "spangraph"
+
+// HTTPMiddleware authenticates each request (Authorization and
+// X-Scope-OrgID headers), puts its tenant in the request context for
+// TenantFrom, and calls next; a refused request gets its status code
+// (401 with WWW-Authenticate, 403 or 400) and a plain-text message, and
+// onReject, when not nil, is called with the reason (for a self-metric).
+//
+// A nil Authenticator still sets the tenant from X-Scope-OrgID, so that
+// handlers read it one way whatever the configuration.
+func (a *Authenticator) HTTPMiddleware(next http.Handler, onReject func(reason string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tenant, err := a.Tenant(r.Header.Get("Authorization"), r.Header.Get("X-Scope-OrgID"))
+		if err != nil {
+			if onReject != nil {
+				onReject(ReasonOf(err))
+			}
+			a.WriteHTTPError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), tenant)))
+	})
+}
+
+// WriteHTTPError answers a refusal from Tenant in plain text. Handlers with
+// their own error body format (OTLP/HTTP answers a google.rpc.Status) use
+// HTTPStatus and SetChallenge instead.
+func (a *Authenticator) WriteHTTPError(w http.ResponseWriter, err error) {
+	code := HTTPStatus(err)
+	if code == http.StatusUnauthorized {
+		a.SetChallenge(w.Header())
+	}
+	http.Error(w, err.Error(), code)
+}
+
+// HTTPStatus is the status code for an error from Tenant: 401, 403 or 400;
+// 500 for an error that did not come from this package.
+func HTTPStatus(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.HTTPStatus()
+	}
+	return http.StatusInternalServerError
+}
+
+// SetChallenge adds the WWW-Authenticate challenges a 401 must carry (RFC
+// 9110 §11.6.1): Bearer always, Basic when a tenant uses basic auth.
+func (a *Authenticator) SetChallenge(h http.Header) {
+	h.Add("WWW-Authenticate", `Bearer realm="`+Realm+`"`)
+	if a != nil && a.basic {
+		h.Add("WWW-Authenticate", `Basic realm="`+Realm+`", charset="UTF-8"`)
+	}
+}

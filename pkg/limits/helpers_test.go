@@ -1,0 +1,125 @@
+package limits
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+)
+
+// Test batches go through the real decoder, so that the limits see what
+// the receiver hands them: strings pointing into the request buffer,
+// attributes sharing one backing array.
+
+type testSpan struct {
+	name  string
+	attrs map[string]string // string attributes
+	ints  int               // extra int attributes, named i0, i1, …
+}
+
+type testResource struct {
+	attrs map[string]string
+	spans []testSpan
+}
+
+func strKV(k, v string) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+}
+
+func intKV(k string, v int64) *commonpb.KeyValue {
+	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
+}
+
+func encodeRequest(resources ...testResource) *coltracepb.ExportTraceServiceRequest {
+	req := &coltracepb.ExportTraceServiceRequest{}
+	id := byte(1)
+	for _, r := range resources {
+		rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{}}
+		for _, k := range sortedKeys(r.attrs) {
+			rs.Resource.Attributes = append(rs.Resource.Attributes, strKV(k, r.attrs[k]))
+		}
+		ss := &tracepb.ScopeSpans{}
+		for _, s := range r.spans {
+			sp := &tracepb.Span{
+				TraceId: make([]byte, 16), SpanId: []byte{id, 0, 0, 0, 0, 0, 0, 1},
+				Name: s.name, Kind: tracepb.Span_SPAN_KIND_SERVER,
+				StartTimeUnixNano: 1, EndTimeUnixNano: 2,
+			}
+			id++
+			for _, k := range sortedKeys(s.attrs) {
+				sp.Attributes = append(sp.Attributes, strKV(k, s.attrs[k]))
+			}
+			for i := 0; i < s.ints; i++ {
+				sp.Attributes = append(sp.Attributes, intKV(fmt.Sprintf("i%d", i), int64(i)))
+			}
+			ss.Spans = append(ss.Spans, sp)
+		}
+		rs.ScopeSpans = []*tracepb.ScopeSpans{ss}
+		req.ResourceSpans = append(req.ResourceSpans, rs)
+	}
+	return req
+}
+
+func decode(t testing.TB, req *coltracepb.ExportTraceServiceRequest) *otlp.Batch {
+	t.Helper()
+	body, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := otlp.GetBatch()
+	if err := b.DecodeProto(body); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func batchOf(t testing.TB, resources ...testResource) *otlp.Batch {
+	t.Helper()
+	return decode(t, encodeRequest(resources...))
+}
+
+// namedSpans returns one resource with a span per name.
+func namedSpans(names ...string) testResource {
+	r := testResource{attrs: map[string]string{"service.name": "svc"}}
+	for _, n := range names {
+		r.spans = append(r.spans, testSpan{name: n})
+	}
+	return r
+}
+
+func spanNames(b *otlp.Batch) []string {
+	var out []string
+	for _, rs := range b.Resources {
+		for _, s := range rs.Spans {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func mustNew(t testing.TB, cfg Config) *Limits {
+	t.Helper()
+	l, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func ptr[T any](v T) *T { return &v }

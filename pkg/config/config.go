@@ -62,10 +62,13 @@ type Config struct {
 // Default returns the defaults of every key.
 func Default() Config {
 	return Config{
-		DataDir:            "./data",
-		OTLPGRPC:           ":4317",
-		OTLPHTTP:           ":4318",
-		HTTP:               ":9097",
+		DataDir: "./data",
+		// Loopback by default, as the OpenTelemetry Collector does: an open
+		// receiver is an open door. Listen on all interfaces on purpose,
+		// with auth configured.
+		OTLPGRPC:           "127.0.0.1:4317",
+		OTLPHTTP:           "127.0.0.1:4318",
+		HTTP:               "127.0.0.1:9097",
 		CollectionInterval: 15 * time.Second,
 		Retention:          24 * time.Hour,
 		MaxExemplars:       100_000,

@@ -59,7 +59,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	}
 	// The file beats defaults; a flag given on the command line beats the file;
 	// a flag left alone does not reset the file's value.
-	if c.DataDir != "/from/file" || c.CollectionInterval != 2*time.Second || c.HTTP != ":1" || c.OTLPGRPC != ":4317" {
+	if c.DataDir != "/from/file" || c.CollectionInterval != 2*time.Second || c.HTTP != ":1" || c.OTLPGRPC != "127.0.0.1:4317" {
 		t.Errorf("got data_dir=%q collection_interval=%s http=%q otlp_grpc=%q", c.DataDir, c.CollectionInterval, c.HTTP, c.OTLPGRPC)
 	}
 }

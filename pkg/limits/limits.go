@@ -68,8 +68,14 @@ type Config struct {
 	Overrides    map[string]Override `yaml:"overrides"`
 }
 
-// DefaultConfig returns no limits at all, today's behaviour.
-func DefaultConfig() Config { return Config{} }
+// DefaultConfig returns the defaults. Two limits are on because their
+// absence is an attack surface, not a feature: 10 000 span names per tenant
+// (ids in span names would otherwise make new series with every request)
+// and 1 024 attributes per span (eight times the OpenTelemetry SDKs' own
+// default cap of 128). Rates and sizes are left to the operator.
+func DefaultConfig() Config {
+	return Config{TenantLimits: TenantLimits{MaxSpanNames: 10_000, MaxAttributesPerSpan: 1024}}
+}
 
 // Validate checks the config; errors name the key under prefix.
 func (c *Config) Validate(prefix string) error {

@@ -1,0 +1,94 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// LoadEnv applies environment variables named prefix + an upper-cased
+// top-level scalar key (GF_PLUGIN_DATA_DIR for data_dir with prefix
+// "GF_PLUGIN_") over c. environ is in os.Environ form. The key config_file
+// names a YAML file that is read first, so that the environment overrides
+// the file whatever the order of the variables.
+//
+// Variables under prefix that name no key are ignored, not refused: Grafana
+// passes every key of a plugin's grafana.ini section, and its own
+// GF_PLUGIN_* variables, to the plugin process.
+func (c *Config) LoadEnv(prefix string, environ []string) error {
+	vars := map[string]string{}
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		vars[strings.ToLower(strings.TrimPrefix(name, prefix))] = value
+	}
+	if path, ok := vars["config_file"]; ok && path != "" {
+		if err := c.LoadFile(path); err != nil {
+			return fmt.Errorf("%sCONFIG_FILE: %w", prefix, err)
+		}
+	}
+	for _, key := range envKeys {
+		value, ok := vars[key]
+		if !ok {
+			continue
+		}
+		if err := c.setKey(key, value); err != nil {
+			return fmt.Errorf("%s%s (%s): %w", prefix, strings.ToUpper(key), key, err)
+		}
+	}
+	return nil
+}
+
+// envKeys are the keys LoadEnv sets, in a fixed order so that the first
+// bad one is always the one reported.
+var envKeys = []string{
+	"data_dir", "otlp_grpc", "otlp_http", "http", "collection_interval",
+	"retention", "max_exemplars", "max_tenants", "log_level",
+}
+
+func (c *Config) setKey(key, value string) error {
+	var err error
+	switch key {
+	case "data_dir":
+		c.DataDir = value
+	case "otlp_grpc":
+		c.OTLPGRPC = value
+	case "otlp_http":
+		c.OTLPHTTP = value
+	case "http":
+		c.HTTP = value
+	case "collection_interval":
+		c.CollectionInterval, err = parseDuration(value)
+	case "retention":
+		c.Retention, err = parseDuration(value)
+	case "max_exemplars":
+		c.MaxExemplars, err = strconv.ParseInt(value, 10, 64)
+	case "max_tenants":
+		c.MaxTenants, err = strconv.Atoi(value)
+	case "log_level":
+		c.LogLevel = value
+	}
+	if err != nil {
+		return fmt.Errorf("invalid value %q: %w", value, unwrapNum(err))
+	}
+	return nil
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("not a duration such as 15s or 24h")
+	}
+	return d, nil
+}
+
+// unwrapNum drops strconv's repetition of the input from its errors.
+func unwrapNum(err error) error {
+	if ne, ok := err.(*strconv.NumError); ok {
+		return ne.Err
+	}
+	return err
+}

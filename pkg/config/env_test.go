@@ -1,0 +1,79 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadEnv(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "spangraph.yaml")
+	// The file sets retention and data_dir; the environment overrides data_dir.
+	if err := os.WriteFile(file, []byte("retention: 48h\ndata_dir: /from/file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := Default()
+	err := c.LoadEnv("GF_PLUGIN_", []string{
+		"GF_PLUGIN_DATA_DIR=/from/env",
+		"GF_PLUGIN_CONFIG_FILE=" + file,
+		"GF_PLUGIN_OTLP_GRPC=127.0.0.1:14317",
+		"GF_PLUGIN_OTLP_HTTP=",
+		"GF_PLUGIN_HTTP=",
+		"GF_PLUGIN_COLLECTION_INTERVAL=1s",
+		"GF_PLUGIN_MAX_EXEMPLARS=7",
+		"GF_PLUGIN_MAX_TENANTS=3",
+		"GF_PLUGIN_LOG_LEVEL=debug",
+		"GF_PLUGIN_APP_CLIENT_SECRET=ignored",
+		"GF_PATHS_DATA=/var/lib/grafana",
+		"NOEQUALS",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.DataDir = "/from/env"
+	want.Retention = 48 * time.Hour
+	want.OTLPGRPC = "127.0.0.1:14317"
+	want.OTLPHTTP = ""
+	want.HTTP = ""
+	want.CollectionInterval = time.Second
+	want.MaxExemplars = 7
+	want.MaxTenants = 3
+	want.LogLevel = "debug"
+	if c.DataDir != want.DataDir || c.Retention != want.Retention || c.OTLPGRPC != want.OTLPGRPC ||
+		c.OTLPHTTP != want.OTLPHTTP || c.HTTP != want.HTTP || c.CollectionInterval != want.CollectionInterval ||
+		c.MaxExemplars != want.MaxExemplars || c.MaxTenants != want.MaxTenants || c.LogLevel != want.LogLevel {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadEnvErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct{ env, want string }{
+		{"X_COLLECTION_INTERVAL=often", "X_COLLECTION_INTERVAL (collection_interval): invalid value \"often\""},
+		{"X_RETENTION=1", "X_RETENTION (retention)"},
+		{"X_MAX_EXEMPLARS=many", "X_MAX_EXEMPLARS (max_exemplars): invalid value \"many\": invalid syntax"},
+		{"X_MAX_TENANTS=1.5", "X_MAX_TENANTS (max_tenants)"},
+		{"X_CONFIG_FILE=/does/not/exist.yaml", "X_CONFIG_FILE: config_file: open /does/not/exist.yaml"},
+	} {
+		c := Default()
+		err := c.LoadEnv("X_", []string{tc.env})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error containing %q", tc.env, err, tc.want)
+		}
+	}
+	// A value that parses but is out of range is Validate's to refuse,
+	// with the key's name.
+	c := Default()
+	if err := c.LoadEnv("X_", []string{"X_MAX_TENANTS=0"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "max_tenants:") {
+		t.Fatalf("got %v", err)
+	}
+}

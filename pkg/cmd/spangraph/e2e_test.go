@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,16 +53,35 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// syncBuffer collects a process's output; the test reads it while the
+// process writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // server is a spangraph serve process on loopback ports.
 type server struct {
 	cmd                  *exec.Cmd
 	grpc, otlpHTTP, http string
-	log                  *bytes.Buffer
+	log                  *syncBuffer
 }
 
 func startServer(t *testing.T, bin, dataDir string, extra ...string) *server {
 	t.Helper()
-	s := &server{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &bytes.Buffer{}}
+	s := &server{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &syncBuffer{}}
 	args := append([]string{"serve", "--data-dir", dataDir, "--otlp-grpc", s.grpc, "--otlp-http", s.otlpHTTP,
 		"--http", s.http, "--collection-interval", "1s"}, extra...)
 	s.cmd = exec.Command(bin, args...)

@@ -1,0 +1,191 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grafana/grafana-plugin-sdk-go/backend"
+
+	"github.com/spangraph/spangraph/pkg/store"
+)
+
+// CheckHealth says whether the process receives and stores spans, in words
+// that tell a person what to do next. No traffic is not an error: a fresh
+// install has none, and the message says how to send some.
+func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthRequest) (*backend.CheckHealthResult, error) {
+	if err := i.svc.failure(); err != nil {
+		return &backend.CheckHealthResult{Status: backend.HealthStatusError, Message: err.Error()}, nil
+	}
+	ok := true
+	var parts []string
+	cfg := i.svc.eng.Config()
+	rcv := i.svc.eng.Receiver()
+
+	var listening, broken []string
+	for _, l := range []struct{ name, want, got string }{
+		{"OTLP gRPC", cfg.OTLPGRPC, rcv.GRPCAddr()},
+		{"HTTP", cfg.OTLPHTTP, rcv.HTTPAddr()},
+	} {
+		switch {
+		case l.want == "":
+		case l.got == "":
+			broken = append(broken, fmt.Sprintf("%s is not listening on %s", l.name, l.want))
+		default:
+			listening = append(listening, l.name+" "+l.got)
+		}
+	}
+	if len(broken) > 0 {
+		ok = false
+		parts = append(parts, strings.Join(broken, ", "))
+	}
+	switch {
+	case len(listening) > 0:
+		parts = append(parts, "Spangraph is receiving: "+strings.Join(listening, ", "))
+	case len(broken) == 0:
+		parts = append(parts, "Spangraph receives only through Grafana (otlp_grpc and otlp_http are off): POST to this datasource's resource otlp/v1/traces")
+	}
+
+	n, over := i.svc.spans.last(time.Now())
+	if n > 0 {
+		parts = append(parts, fmt.Sprintf("%d spans in the last %s", n, describeWindow(over)))
+	} else {
+		parts = append(parts, "no spans received in the last "+describeWindow(over)+": "+i.howToSend())
+	}
+
+	if inst := i.svc.eng.Tenant(i.settings.Tenant); inst == nil {
+		parts = append(parts, fmt.Sprintf("tenant %q has no data yet", i.settings.Tenant))
+	} else {
+		parts = append(parts, fmt.Sprintf("%d active series", inst.Registry.ActiveSeries()))
+		last := inst.LastCollection()
+		switch age := time.Since(last); {
+		case last.IsZero():
+			parts = append(parts, fmt.Sprintf("first collection within %s", cfg.CollectionInterval))
+		case age > 3*cfg.CollectionInterval+time.Second:
+			ok = false
+			parts = append(parts, fmt.Sprintf("last collection %s ago although collections run every %s: writing to %s fails (full disk?); the Grafana server log has the plugin's error",
+				age.Round(time.Second), cfg.CollectionInterval, cfg.DataDir))
+		default:
+			parts = append(parts, fmt.Sprintf("last collection %s ago", age.Round(time.Second)))
+		}
+	}
+
+	for _, h := range i.svc.health {
+		msg, good := h(ctx, i.settings.Tenant)
+		ok = ok && good
+		if msg != "" {
+			parts = append(parts, msg)
+		}
+	}
+	status := backend.HealthStatusOk
+	if !ok {
+		status = backend.HealthStatusError
+	}
+	return &backend.CheckHealthResult{Status: status, Message: strings.Join(parts, "; ")}, nil
+}
+
+func (i *Instance) howToSend() string {
+	tenant := ""
+	if i.settings.Tenant != store.DefaultTenant {
+		tenant = fmt.Sprintf(" with header X-Scope-OrgID: %s", i.settings.Tenant)
+	}
+	var targets []string
+	if a := i.svc.eng.Receiver().GRPCAddr(); a != "" {
+		targets = append(targets, "OTLP/gRPC "+hostPort(a))
+	}
+	if a := i.svc.eng.Receiver().HTTPAddr(); a != "" {
+		targets = append(targets, "OTLP/HTTP http://"+hostPort(a)+"/v1/traces")
+	}
+	targets = append(targets, "Grafana's /api/datasources/uid/"+i.uid+"/resources/otlp/v1/traces")
+	return "point an OpenTelemetry SDK or Collector at " + strings.Join(targets, " or ") + tenant
+}
+
+// hostPort turns a wildcard listen address into one a sender can use.
+func hostPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "<grafana-host>"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// describeWindow names the span of time a count covers: a minute, or
+// less just after the plugin started.
+func describeWindow(d time.Duration) string {
+	if d >= 55*time.Second {
+		return "minute"
+	}
+	return d.Round(time.Second).String() + " (since the plugin started)"
+}
+
+// rateTracker samples a monotonic counter so that health can tell how
+// much it grew over the last window, however rarely health is checked.
+type rateTracker struct {
+	read     func() int64
+	window   time.Duration
+	mu       sync.Mutex
+	samples  []rateSample // oldest first, spanning at most window
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+type rateSample struct {
+	t time.Time
+	v int64
+}
+
+func newRateTracker(read func() int64, window time.Duration, slots int) *rateTracker {
+	t := &rateTracker{read: read, window: window, done: make(chan struct{})}
+	t.sample(time.Now())
+	go t.loop(window / time.Duration(slots))
+	return t
+}
+
+func (t *rateTracker) loop(every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.done:
+			return
+		case now := <-tick.C:
+			t.sample(now)
+		}
+	}
+}
+
+func (t *rateTracker) sample(now time.Time) {
+	v := t.read()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.samples = append(t.samples, rateSample{now, v})
+	// Keep the newest sample at least window old, as the baseline.
+	for len(t.samples) > 1 && now.Sub(t.samples[1].t) >= t.window {
+		t.samples = t.samples[1:]
+	}
+}
+
+// last returns the counter's growth since the oldest sample still in the
+// window and how long ago that sample was taken (less than window just
+// after start).
+func (t *rateTracker) last(now time.Time) (int64, time.Duration) {
+	v := t.read()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	base := t.samples[0]
+	for _, s := range t.samples {
+		if now.Sub(s.t) < t.window {
+			break
+		}
+		base = s
+	}
+	return v - base.v, now.Sub(base.t)
+}
+
+func (t *rateTracker) stop() { t.stopOnce.Do(func() { close(t.done) }) }

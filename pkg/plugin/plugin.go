@@ -1,0 +1,215 @@
+// Package plugin adapts the Spangraph engine to the Grafana plugin SDK:
+// QueryData (PromQL, service graph, RED table), CheckHealth, CallResource
+// (the Prometheus-compatible read API and an authenticated OTLP intake) and
+// streaming. It is the only package that knows Grafana.
+//
+// The engine belongs to the plugin process, not to a datasource instance:
+// Grafana creates instances lazily and disposes of them whenever their
+// settings change, while the OTLP receiver and the stores must run from the
+// process start to its end. Instances therefore hold only their parsed
+// settings and share one Service.
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/grafana/grafana-plugin-sdk-go/backend"
+	"github.com/grafana/grafana-plugin-sdk-go/backend/instancemgmt"
+	"github.com/grafana/grafana-plugin-sdk-go/backend/resource/httpadapter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spangraph/spangraph/pkg/config"
+	"github.com/spangraph/spangraph/pkg/engine"
+	"github.com/spangraph/spangraph/pkg/query"
+	"github.com/spangraph/spangraph/pkg/store"
+)
+
+// PluginID is the id in plugin.json.
+const PluginID = "seed-spangraph-datasource"
+
+// EnvPrefix is how Grafana passes the keys of [plugin.<id>] in grafana.ini
+// to the plugin process.
+const EnvPrefix = "GF_PLUGIN_"
+
+// LoadConfig builds the process settings: defaults for running inside
+// Grafana, then GF_PLUGIN_CONFIG_FILE, then the other GF_PLUGIN_* keys, then
+// validation. Inside Grafana the data lives under Grafana's data directory
+// (GF_PATHS_DATA, which Grafana sets for its plugins), and the standalone
+// query API is off: Grafana reaches the plugin through CallResource.
+func LoadConfig(environ []string) (config.Config, error) {
+	c := config.Default()
+	c.HTTP = ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GF_PATHS_DATA="); ok && v != "" {
+			c.DataDir = filepath.Join(v, "spangraph")
+		}
+	}
+	if err := c.LoadEnv(EnvPrefix, environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// HealthFunc adds a line to CheckHealth for tenant; ok false turns the
+// status to ERROR. Remote write plugs its state in here.
+type HealthFunc func(ctx context.Context, tenant string) (message string, ok bool)
+
+// Options of a Service.
+type Options struct {
+	// Query configures the PromQL engine; zero means query.DefaultOptions.
+	Query query.Options
+	// Registerer receives the PromQL engine's metrics; nil for none.
+	Registerer prometheus.Registerer
+	// Logger logs the PromQL engine; nil discards.
+	Logger *slog.Logger
+	// Health are extra health checks, reported in order after the
+	// receiver's and the store's.
+	Health []HealthFunc
+}
+
+// Service is what every datasource instance of the process shares: the
+// engine, one PromQL querier and the span-rate tracker behind health.
+type Service struct {
+	eng      *engine.Engine
+	querier  *query.Querier
+	health   []HealthFunc
+	spans    *rateTracker
+	startErr error
+}
+
+// New returns the Service over a started engine.
+func New(eng *engine.Engine, opts Options) *Service {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Query == (query.Options{}) {
+		opts.Query = query.DefaultOptions()
+	}
+	return &Service{
+		eng:     eng,
+		querier: query.NewQuerier(eng, opts.Query, logger, opts.Registerer),
+		health:  opts.Health,
+		spans:   newRateTracker(eng.Receiver().Received, time.Minute, 12),
+	}
+}
+
+// Failed returns a Service whose every answer is err: the plugin process
+// keeps serving when its engine cannot start (a port in use, a bad
+// setting), so that the datasource's health check shows why instead of
+// Grafana reporting a plugin that died.
+func Failed(err error) *Service {
+	return &Service{startErr: err}
+}
+
+// Close stops the Service's background work. It does not stop the engine,
+// which the process owns.
+func (s *Service) Close() {
+	if s.spans != nil {
+		s.spans.stop()
+	}
+}
+
+// Settings are a datasource instance's jsonData.
+type Settings struct {
+	// Tenant is the tenant the instance reads and writes.
+	Tenant string `json:"tenant"`
+	// TracesDatasourceUID, when set, gets "View traces" links.
+	TracesDatasourceUID string `json:"tracesDatasourceUid"`
+	// DefaultQueryType applies to queries with neither queryType nor expr.
+	DefaultQueryType string `json:"defaultQueryType"`
+}
+
+// Query types.
+const (
+	QueryTypePromQL       = "promql"
+	QueryTypeServiceGraph = "serviceGraph"
+	QueryTypeREDTable     = "redTable"
+)
+
+// ParseSettings reads jsonData with its defaults and validates it.
+func ParseSettings(jsonData []byte) (Settings, error) {
+	var st Settings
+	if len(jsonData) > 0 {
+		if err := json.Unmarshal(jsonData, &st); err != nil {
+			return st, fmt.Errorf("datasource settings: %w", err)
+		}
+	}
+	if st.Tenant == "" {
+		st.Tenant = store.DefaultTenant
+	}
+	if err := store.ValidateTenant(st.Tenant); err != nil {
+		return st, fmt.Errorf("datasource settings: tenant %q: %w", st.Tenant, err)
+	}
+	switch st.DefaultQueryType {
+	case "":
+		st.DefaultQueryType = QueryTypePromQL
+	case QueryTypePromQL, QueryTypeServiceGraph, QueryTypeREDTable:
+	default:
+		return st, fmt.Errorf("datasource settings: defaultQueryType %q is not promql, serviceGraph or redTable", st.DefaultQueryType)
+	}
+	return st, nil
+}
+
+// Instance is one datasource: its settings over the shared Service.
+type Instance struct {
+	svc       *Service
+	settings  Settings
+	uid, name string
+	resources backend.CallResourceHandler
+}
+
+// Interfaces the SDK's instance manager looks for on an instance.
+var (
+	_ backend.QueryDataHandler      = (*Instance)(nil)
+	_ backend.CheckHealthHandler    = (*Instance)(nil)
+	_ backend.CallResourceHandler   = (*Instance)(nil)
+	_ backend.StreamHandler         = (*Instance)(nil)
+	_ instancemgmt.InstanceDisposer = (*Instance)(nil)
+)
+
+// NewInstance is the datasource.InstanceFactoryFunc.
+func (s *Service) NewInstance(_ context.Context, ds backend.DataSourceInstanceSettings) (instancemgmt.Instance, error) {
+	st, err := ParseSettings(ds.JSONData)
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{svc: s, settings: st, uid: ds.UID, name: ds.Name}
+	inst.resources = httpadapter.New(inst.resourceMux())
+	return inst, nil
+}
+
+// Dispose is called when Grafana replaces the instance. It holds nothing
+// of its own: ingestion and the stores belong to the process.
+func (*Instance) Dispose() {}
+
+// failure is every answer of a Service that could not start.
+func (s *Service) failure() error {
+	if s.startErr == nil {
+		return nil
+	}
+	return fmt.Errorf("Spangraph could not start: %w. Fix the [plugin.%s] settings in grafana.ini (GF_PLUGIN_* variables) and restart Grafana", s.startErr, PluginID)
+}
+
+// errorStatus maps a query error to the HTTP-like status of a data response.
+func errorStatus(err error) backend.Status {
+	var qe *query.Error
+	if errors.As(err, &qe) {
+		switch qe.Type {
+		case query.ErrorBadData, query.ErrorExec:
+			return backend.StatusBadRequest
+		case query.ErrorTimeout:
+			return backend.StatusTimeout
+		case query.ErrorCanceled:
+			return backend.Status(499)
+		}
+	}
+	return backend.StatusInternal
+}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/remotewrite"
 )
 
 // LoadEnv applies environment variables named prefix + an upper-cased
@@ -46,7 +48,7 @@ func (c *Config) LoadEnv(prefix string, environ []string) error {
 // bad one is always the one reported.
 var envKeys = []string{
 	"data_dir", "otlp_grpc", "otlp_http", "http", "collection_interval",
-	"retention", "max_exemplars", "max_tenants", "log_level",
+	"retention", "max_exemplars", "max_tenants", "log_level", "remote_write_url",
 }
 
 func (c *Config) setKey(key, value string) error {
@@ -70,6 +72,18 @@ func (c *Config) setKey(key, value string) error {
 		c.MaxTenants, err = strconv.Atoi(value)
 	case "log_level":
 		c.LogLevel = value
+	case "remote_write_url":
+		// Comma-separated URLs; empty (an unset grafana.ini key) is off.
+		var urls []string
+		for _, u := range strings.Split(value, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				urls = append(urls, u)
+			}
+		}
+		c.RemoteWrite, err = remotewrite.FromURLs(urls)
+		if err != nil {
+			return err
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("invalid value %q: %w", value, unwrapNum(err))

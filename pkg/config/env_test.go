@@ -77,3 +77,29 @@ func TestLoadEnvErrorsNameTheKey(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestLoadEnvRemoteWriteURL(t *testing.T) {
+	tests := []struct {
+		value string
+		want  int
+		err   string
+	}{
+		{"", 0, ""},
+		{"http://a:9090/api/v1/write", 1, ""},
+		{"http://a:9090/api/v1/write, http://b:9009/api/v1/push", 2, ""},
+		{"::nope", 0, "GF_PLUGIN_REMOTE_WRITE_URL (remote_write_url)"},
+	}
+	for _, tc := range tests {
+		c := Default()
+		err := c.LoadEnv("GF_PLUGIN_", []string{"GF_PLUGIN_REMOTE_WRITE_URL=" + tc.value})
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want one naming %s", tc.value, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || len(c.RemoteWrite) != tc.want {
+			t.Errorf("%q: %d endpoints (err %v), want %d", tc.value, len(c.RemoteWrite), err, tc.want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
+	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -70,6 +71,20 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 				age.Round(time.Second), cfg.CollectionInterval, cfg.DataDir))
 		default:
 			parts = append(parts, fmt.Sprintf("last collection %s ago", age.Round(time.Second)))
+		}
+		if inst.ServiceGraph != nil {
+			if st := inst.ServiceGraph.Stats(); st.Dropped > 0 {
+				ok = false
+				parts = append(parts, fmt.Sprintf("service graph edge store full (%d of %d half edges): %d spans dropped from the graph; raise servicegraph.max_items or lower servicegraph.wait",
+					st.Pending, st.Capacity, st.Dropped))
+			}
+		}
+		if inst.RemoteWrite != nil {
+			for _, rw := range inst.RemoteWrite.Status() {
+				msg, good := remoteWriteHealth(rw, cfg.CollectionInterval)
+				ok = ok && good
+				parts = append(parts, msg)
+			}
 		}
 	}
 
@@ -189,3 +204,29 @@ func (t *rateTracker) last(now time.Time) (int64, time.Duration) {
 }
 
 func (t *rateTracker) stop() { t.stopOnce.Do(func() { close(t.done) }) }
+
+// remoteWriteHealth describes one endpoint; it is bad when the endpoint
+// has fallen more than ten collections behind or refuses everything.
+func remoteWriteHealth(rw remotewrite.EndpointStatus, interval time.Duration) (string, bool) {
+	msg := fmt.Sprintf("remote write %s (%s): %.0f samples sent", rw.Name, rw.URL, rw.SamplesSent)
+	good := true
+	if rw.CatchingUp {
+		msg += ", catching up after a restart"
+	}
+	if !rw.HighestSent.IsZero() {
+		msg += fmt.Sprintf(", %s behind", rw.Lag.Round(time.Second))
+		if rw.Lag > 10*interval {
+			good = false
+		}
+	}
+	if rw.SamplesFailed > 0 {
+		msg += fmt.Sprintf(", %.0f refused for good", rw.SamplesFailed)
+		if rw.SamplesSent == 0 {
+			good = false
+		}
+	}
+	if rw.LastError != "" {
+		msg += "; last error: " + rw.LastError
+	}
+	return msg, good
+}

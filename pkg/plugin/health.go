@@ -88,13 +88,6 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 		}
 	}
 
-	for _, h := range i.svc.health {
-		msg, good := h(ctx, i.settings.Tenant)
-		ok = ok && good
-		if msg != "" {
-			parts = append(parts, msg)
-		}
-	}
 	status := backend.HealthStatusOk
 	if !ok {
 		status = backend.HealthStatusError

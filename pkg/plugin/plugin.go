@@ -57,10 +57,6 @@ func LoadConfig(environ []string) (config.Config, error) {
 	return c, c.Validate()
 }
 
-// HealthFunc adds a line to CheckHealth for tenant; ok false turns the
-// status to ERROR. Remote write plugs its state in here.
-type HealthFunc func(ctx context.Context, tenant string) (message string, ok bool)
-
 // Options of a Service.
 type Options struct {
 	// Query configures the PromQL engine; zero means query.DefaultOptions.
@@ -69,9 +65,6 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Logger logs the PromQL engine; nil discards.
 	Logger *slog.Logger
-	// Health are extra health checks, reported in order after the
-	// receiver's and the store's.
-	Health []HealthFunc
 }
 
 // Service is what every datasource instance of the process shares: the
@@ -79,7 +72,6 @@ type Options struct {
 type Service struct {
 	eng      *engine.Engine
 	querier  *query.Querier
-	health   []HealthFunc
 	spans    *rateTracker
 	startErr error
 }
@@ -96,7 +88,6 @@ func New(eng *engine.Engine, opts Options) *Service {
 	return &Service{
 		eng:     eng,
 		querier: query.NewQuerier(eng, opts.Query, logger, opts.Registerer),
-		health:  opts.Health,
 		spans:   newRateTracker(eng.Receiver().Received, time.Minute, 12),
 	}
 }

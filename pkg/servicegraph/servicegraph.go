@@ -367,8 +367,14 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 			continue
 		}
 		if h.root {
+			// A root span waits under an empty parent id, which no client
+			// span has: it can never pair, so it becomes its virtual edge
+			// now rather than after wait. Tempo stores it for the whole
+			// wait; at full rate that is most of the edge store.
 			p.keys.scan(s.Attributes, st.spanAttrs)
 			h.peer = p.peer(st)
+			p.rootEdge(st, &h, st.cur, &s.TraceID)
+			continue
 		}
 		p.pushHalf(st, makeKey(&s.TraceID, &s.ParentSpanID), &h, now)
 	}
@@ -610,9 +616,21 @@ func (p *Processor) expire(now int64) {
 	p.scratch.Put(st)
 }
 
+// rootEdge records the edge into a root server (or consumer) span: from
+// the peer its attributes name, else from "user".
+func (p *Processor) rootEdge(st *state, h *half, dims []string, trace *[16]byte) {
+	client := h.peer
+	if client == "" {
+		client = "user"
+	}
+	e := edge{trace: trace, weight: h.weight, server: h, clientDims: st.none, serverDims: dims}
+	p.record(st, &e, client, h.service, ConnectionVirtualNode, "client")
+	st.virtual++
+}
+
 // settle handles a half edge whose wait is over: a client that names its
-// peer becomes an edge to that peer, a root server an edge from its peer or
-// from "user"; anything else is an unpaired span.
+// peer becomes an edge to that peer; anything else is an unpaired span.
+// (Root server spans never wait: see rootEdge.)
 func (p *Processor) settle(st *state, pe *pending, dims []string) {
 	h := &pe.half
 	st.expired[h.kind]++
@@ -621,14 +639,6 @@ func (p *Processor) settle(st *state, pe *pending, dims []string) {
 	case isClientSide(h.kind) && h.peer != "":
 		e.client, e.clientDims, e.serverDims = h, dims, st.none
 		p.record(st, &e, h.service, h.peer, ConnectionVirtualNode, "server")
-		st.virtual++
-	case !isClientSide(h.kind) && h.root:
-		client := h.peer
-		if client == "" {
-			client = "user"
-		}
-		e.server, e.clientDims, e.serverDims = h, st.none, dims
-		p.record(st, &e, client, h.service, ConnectionVirtualNode, "client")
 		st.virtual++
 	default:
 		p.countSide(st, p.unpaired, h)

@@ -249,35 +249,32 @@ func TestPairing(t *testing.T) {
 			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
 		},
 		{
-			name:    "virtual client user for a root server",
-			pushes:  [][]res{{be(with(server(1), func(s *sp) { s.parent = 0 }))}},
-			advance: wait,
+			name:   "virtual client user for a root server",
+			pushes: [][]res{{be(with(server(1), func(s *sp) { s.parent = 0 }))}},
 			want: map[string]series{
 				total:    {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				srvSum:   {`{client="user",connection_type="virtual_node",server="be"}`: 0.08},
 			},
-			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
+			stats: Stats{Completed: 1, Virtual: 1}, // at once: a root span can never pair
 		},
 		{
-			name:    "virtual client named by the root server's peer",
-			pushes:  [][]res{{be(with(server(1, str("peer.service", "mobile-app")), func(s *sp) { s.parent = 0 }))}},
-			advance: wait,
+			name:   "virtual client named by the root server's peer",
+			pushes: [][]res{{be(with(server(1, str("peer.service", "mobile-app")), func(s *sp) { s.parent = 0 }))}},
 			want: map[string]series{
 				total:    {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
 			},
-			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
+			stats: Stats{Completed: 1, Virtual: 1}, // at once: a root span can never pair
 		},
 		{
-			name:    "root consumer becomes user edge too",
-			pushes:  [][]res{{be(with(server(1), func(s *sp) { s.parent = 0; s.kind = otlp.SpanKindConsumer }))}},
-			advance: wait,
+			name:   "root consumer becomes user edge too",
+			pushes: [][]res{{be(with(server(1), func(s *sp) { s.parent = 0; s.kind = otlp.SpanKindConsumer }))}},
 			want: map[string]series{
 				total:    {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 			},
-			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
+			stats: Stats{Completed: 1, Virtual: 1}, // at once: a root span can never pair
 		},
 		{
 			name:   "failed client",
@@ -337,7 +334,7 @@ func TestPairing(t *testing.T) {
 				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				unpaired: {`{client="fe"}`: 1},
 			},
-			stats: Stats{Completed: 2, Virtual: 2, Expired: 3, Unpaired: 1},
+			stats: Stats{Completed: 2, Virtual: 2, Expired: 2, Unpaired: 1},
 		},
 		{
 			name:   "store full drops the new span",
@@ -441,7 +438,7 @@ func TestPairing(t *testing.T) {
 					`{client="fe",connection_type="virtual_node",server="stripe",virtual_node="server"}`: 1,
 				},
 			},
-			stats: Stats{Completed: 3, Virtual: 2, Expired: 2},
+			stats: Stats{Completed: 3, Virtual: 2, Expired: 1},
 		},
 		{
 			name: "filter policies drop spans before pairing",
@@ -717,9 +714,9 @@ func TestSelfMetrics(t *testing.T) {
 		res{service: "be", spans: []sp{server(1), with(server(9), func(s *sp) { s.parent = 0 })}},
 	))
 	a.Flush()
-	// Tenant a: clients 2–4 and the root server fit (4 items once 1
-	// paired), 5 and 6 were dropped; the flush made one user edge and
-	// three unpaired clients.
+	// Tenant a: clients 1–4 fill the 4 items, 5 and 6 are dropped; server
+	// 1 pairs, the root server is a user edge at once (it never waits),
+	// and the flush leaves three unpaired clients.
 	expected := `
 # HELP spangraph_servicegraph_completed_edges_total Edges recorded: paired, database and virtual.
 # TYPE spangraph_servicegraph_completed_edges_total counter
@@ -737,7 +734,7 @@ spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CONSUMER",tenant
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CONSUMER",tenant="b"} 0
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_PRODUCER",tenant="a"} 0
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_PRODUCER",tenant="b"} 0
-spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_SERVER",tenant="a"} 1
+spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_SERVER",tenant="a"} 0
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_SERVER",tenant="b"} 0
 `
 	if err := testutil.GatherAndCompare(promReg, strings.NewReader(expected),

@@ -1,13 +1,26 @@
-import { DataSourceInstanceSettings, dateTime, ScopedVars } from '@grafana/data';
+import {
+  createDataFrame,
+  DataQueryRequest,
+  DataQueryResponse,
+  DataSourceInstanceSettings,
+  dateTime,
+  LiveChannelScope,
+  ScopedVars,
+} from '@grafana/data';
+import { DataSourceWithBackend, LiveDataStreamOptions } from '@grafana/runtime';
+import { firstValueFrom, of, Subject, toArray } from 'rxjs';
 
-import { DataSource } from './datasource';
+import { DataSource, fnv1a } from './datasource';
 import { SpangraphOptions, SpangraphQuery } from './types';
 
 const variables: Record<string, string | string[]> = { job: 'api', env: ['prod', 'stage'] };
 
+const mockGetDataStream = jest.fn();
+
 // A minimal TemplateSrv: $name from scopedVars or the dashboard, formatted like Grafana does.
 jest.mock('@grafana/runtime', () => ({
   ...jest.requireActual('@grafana/runtime'),
+  getGrafanaLiveSrv: () => ({ getDataStream: mockGetDataStream }),
   getTemplateSrv: () => ({
     replace: (target = '', scopedVars?: ScopedVars, format?: (v: string | string[]) => string) =>
       target.replace(/\$(\w+)/g, (match: string, name: string) => {
@@ -175,5 +188,112 @@ describe('query helpers', () => {
     expect(ds.getQueryDisplayText({ refId: 'A', queryType: 'redTable', spanKinds: ['SPAN_KIND_SERVER'] })).toBe(
       'RED table by service: SPAN_KIND_SERVER'
     );
+  });
+});
+
+describe('live queries', () => {
+  const hour = { from: dateTime(1_700_000_000_000), to: dateTime(1_700_003_600_000), raw: { from: '', to: '' } };
+  const liveGraph: SpangraphQuery = {
+    refId: 'A',
+    queryType: 'serviceGraph',
+    live: true,
+    service: '$svc',
+    depth: 2,
+    filters: 'team="$job"',
+  };
+  const request = (...targets: SpangraphQuery[]) =>
+    ({
+      targets,
+      range: hour,
+      scopedVars: { svc: { text: 'checkout', value: 'checkout' } },
+      requestId: 'Q1',
+    }) as unknown as DataQueryRequest<SpangraphQuery>;
+  const addrOf = (call: number) => (mockGetDataStream.mock.calls[call][0] as LiveDataStreamOptions).addr;
+
+  let stream: Subject<DataQueryResponse>;
+  let backendQuery: jest.SpyInstance;
+  beforeEach(() => {
+    stream = new Subject();
+    mockGetDataStream.mockReset().mockReturnValue(stream);
+    backendQuery = jest
+      .spyOn(DataSourceWithBackend.prototype, 'query')
+      .mockReturnValue(of({ data: [createDataFrame({ refId: 'B', fields: [] })] }));
+  });
+  afterEach(() => backendQuery.mockRestore());
+
+  it('subscribes to the datasource stream with the interpolated query and the time range as window', () => {
+    const { ds } = makeDataSource();
+    ds.query(request(liveGraph)).subscribe();
+
+    expect(mockGetDataStream).toHaveBeenCalledTimes(1);
+    const addr = addrOf(0);
+    expect(addr).toMatchObject({ scope: LiveChannelScope.DataSource, namespace: 'spangraph', stream: 'spangraph' });
+    expect(addr.path).toMatch(/^serviceGraph\/[0-9a-f]{8}$/);
+    expect(addr.data).toEqual({
+      ...liveGraph,
+      service: 'checkout',
+      filters: 'team="api"',
+      window: '3600s',
+    });
+    expect(backendQuery).not.toHaveBeenCalled();
+  });
+
+  it('names the stream by a stable hash of the query', () => {
+    const { ds } = makeDataSource();
+    const pathOf = (q: SpangraphQuery) => {
+      ds.query(request(q)).subscribe();
+      return addrOf(mockGetDataStream.mock.calls.length - 1).path;
+    };
+    const path = pathOf(liveGraph);
+    expect(pathOf({ ...liveGraph })).toBe(path);
+    // refId and field order do not change the query, so panels can share the stream.
+    expect(pathOf({ depth: 2, ...liveGraph, refId: 'Z' })).toBe(path);
+    expect(pathOf({ ...liveGraph, service: 'payments' })).not.toBe(path);
+    expect(pathOf({ ...liveGraph, queryType: 'redTable' })).toMatch(/^redTable\//);
+    expect(fnv1a('')).toBe('811c9dc5');
+    expect(fnv1a('a')).toBe('e40c292c');
+  });
+
+  it('sends the other queries to the backend and merges the results', async () => {
+    const { ds } = makeDataSource();
+    const promql: SpangraphQuery = { refId: 'B', expr: 'up' };
+    const graph: SpangraphQuery = { refId: 'C', queryType: 'serviceGraph' };
+    const responses: DataQueryResponse[] = [];
+    ds.query(request(liveGraph, promql, graph)).subscribe((r) => responses.push(r));
+
+    expect(backendQuery).toHaveBeenCalledTimes(1);
+    expect(backendQuery.mock.calls[0][0].targets).toEqual([promql, graph]);
+    expect(mockGetDataStream).toHaveBeenCalledTimes(1);
+    expect(responses.map((r) => r.data[0].refId)).toEqual(['B']);
+  });
+
+  it('leaves requests without live queries to the backend as they are', async () => {
+    const { ds } = makeDataSource();
+    const req = request({ refId: 'A', queryType: 'redTable' }, { ...liveGraph, refId: 'B', queryType: 'promql' });
+    await firstValueFrom(ds.query(req));
+    expect(backendQuery).toHaveBeenCalledWith(req);
+    expect(mockGetDataStream).not.toHaveBeenCalled();
+  });
+
+  it('skips hidden live queries', async () => {
+    const { ds } = makeDataSource();
+    expect(await firstValueFrom(ds.query(request({ ...liveGraph, hide: true })))).toEqual({ data: [] });
+    expect(mockGetDataStream).not.toHaveBeenCalled();
+    expect(backendQuery).not.toHaveBeenCalled();
+  });
+
+  it("keeps the latest nodes and edges frames, with the query's refId", async () => {
+    const { ds } = makeDataSource();
+    const responses = firstValueFrom(ds.query(request(liveGraph)).pipe(toArray()));
+    const frame = (name: string, ids: string[]) => createDataFrame({ name, fields: [{ name: 'id', values: ids }] });
+
+    stream.next({ data: [createDataFrame({ fields: [] })] }); // Grafana's placeholder before the first frame
+    stream.next({ data: [frame('nodes', ['a', 'b'])] });
+    stream.next({ data: [frame('edges', ['a-b'])] });
+    stream.next({ data: [frame('nodes', ['a', 'b', 'c'])] });
+    stream.complete();
+
+    const ids = (await responses).map((r) => r.data.map((f) => `${f.refId}:${f.name}:${f.fields[0].values.join(',')}`));
+    expect(ids).toEqual([[], ['A:nodes:a,b'], ['A:nodes:a,b', 'A:edges:a-b'], ['A:nodes:a,b,c', 'A:edges:a-b']]);
   });
 });

@@ -1,15 +1,21 @@
 import {
   AdHocVariableFilter,
   CoreApp,
+  DataFrame,
+  DataQueryRequest,
+  DataQueryResponse,
   DataSourceGetTagKeysOptions,
   DataSourceGetTagValuesOptions,
   DataSourceInstanceSettings,
   LegacyMetricFindQueryOptions,
+  LiveChannelScope,
   MetricFindValue,
   ScopedVars,
+  StreamingFrameAction,
   TimeRange,
 } from '@grafana/data';
-import { DataSourceWithBackend, getTemplateSrv } from '@grafana/runtime';
+import { config, DataSourceWithBackend, getGrafanaLiveSrv, getTemplateSrv } from '@grafana/runtime';
+import { defer, map, merge, Observable, of } from 'rxjs';
 
 import { CompletionProvider } from './completion';
 import { adHocFiltersToMatchers, formatPromQLVariable, injectLabelMatchers } from './promql';
@@ -31,6 +37,12 @@ interface PromSample {
 
 type Params = Record<string, string | number>;
 
+/**
+ * Rows a live frame may hold: more than any one frame has (Grafana's default of 1000 could cut a big service
+ * graph's edges short), yet a bound on what Grafana's live worker keeps of past refreshes.
+ */
+const LIVE_MAX_ROWS = 10_000;
+
 export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphOptions> implements CompletionProvider {
   readonly defaultQueryType: QueryType;
 
@@ -49,6 +61,67 @@ export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphO
     }
     // An empty PromQL editor would only produce a backend parse error.
     return resolveQueryType(query, this.defaultQueryType) !== 'promql' || !!query.expr?.trim();
+  }
+
+  /**
+   * Live service graph and RED queries follow the backend's Grafana Live stream (see pkg/plugin/stream.go);
+   * everything else is a normal backend query.
+   */
+  query(request: DataQueryRequest<SpangraphQuery>): Observable<DataQueryResponse> {
+    const isLive = (q: SpangraphQuery) => !!q.live && resolveQueryType(q, this.defaultQueryType) !== 'promql';
+    // Public dashboards have no Grafana Live connection, so their live queries run once like the rest.
+    if (config.publicDashboardAccessToken || !request.targets.some(isLive)) {
+      return super.query(request);
+    }
+    const streams = request.targets
+      .filter((q) => isLive(q) && this.filterQuery(q))
+      .map((q) => this.liveQuery(this.applyTemplateVariables(q, request.scopedVars, request.filters), request.range));
+    const rest = request.targets.filter((q) => !isLive(q));
+    if (rest.length) {
+      streams.push(super.query({ ...request, targets: rest }));
+    }
+    return streams.length ? merge(...streams) : of({ data: [] });
+  }
+
+  private liveQuery(query: SpangraphQuery, range: TimeRange): Observable<DataQueryResponse> {
+    // Each refresh looks back as far as the panel's time range does, but at least a minute.
+    const lookback = `${Math.max(60, Math.round((range.to.valueOf() - range.from.valueOf()) / 1000))}s`;
+    const { refId, ...rest } = query;
+    // Grafana keys a channel by its path alone and keeps the first subscriber's data, so the path hashes all of
+    // the data, window included. refId is left out so that panels with the same query share one stream.
+    const path = `${query.queryType}/${fnv1a(canonicalJSON({ ...rest, window: lookback }))}`;
+    // defer: subscribe to the channel only once Grafana subscribes to the panel's data, and give each
+    // subscriber its own record of the latest frames.
+    return defer(() => {
+      // The stream carries one frame at a time (a service graph's nodes, then its edges), so keep the latest
+      // frame of each name: a node graph needs both.
+      const latest = new Map<string, DataFrame>();
+      return getGrafanaLiveSrv()
+        .getDataStream({
+          addr: {
+            scope: LiveChannelScope.DataSource,
+            stream: this.uid,
+            // The older name of `stream`, for Grafana versions that predate it.
+            // eslint-disable-next-line @typescript-eslint/no-deprecated
+            namespace: this.uid,
+            path,
+            data: { ...query, window: lookback },
+          },
+          // Each refresh sends whole frames: replace, don't append (a RED table's rows would pile up otherwise).
+          buffer: { action: StreamingFrameAction.Replace, maxLength: LIVE_MAX_ROWS },
+        })
+        .pipe(
+          map((response) => {
+            for (const frame of response.data as DataFrame[]) {
+              // Skip the empty placeholder Grafana emits until a first frame has arrived.
+              if (frame.fields.length) {
+                latest.set(frame.name ?? '', { ...frame, refId });
+              }
+            }
+            return { ...response, data: [...latest.values()] };
+          })
+        );
+    });
   }
 
   applyTemplateVariables(
@@ -174,6 +247,24 @@ export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphO
     }
     return res.data;
   }
+}
+
+/** FNV-1a (32 bits) in hex: a short stream name that is the same on every page load and browser. */
+export function fnv1a(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  }
+  return (hash >>> 0).toString(16).padStart(8, '0');
+}
+
+/** JSON with object keys sorted, so that equal queries hash alike whatever order their fields were set in. */
+function canonicalJSON(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v
+  );
 }
 
 function matchParam(match?: string): Params {

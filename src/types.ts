@@ -25,6 +25,13 @@ export interface SpangraphQuery extends DataQuery {
   filters?: string;
   maxNodes?: number;
 
+  // serviceGraph and redTable
+  /**
+   * Follow the backend's Grafana Live stream (fresh frames after every collection) instead of querying once.
+   * Defaults to false.
+   */
+  live?: boolean;
+
   // redTable
   groupBy?: 'service' | 'span_name';
   spanKinds?: string[];

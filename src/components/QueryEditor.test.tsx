@@ -125,4 +125,17 @@ describe('QueryEditor', () => {
     await act(async () => fireEvent.click(screen.getByRole('switch', { name: 'Exemplars' })));
     expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ exemplar: true }));
   });
+
+  it.each([['serviceGraph' as const], ['redTable' as const]])(
+    'turns on live refresh in the %s editor',
+    async (queryType) => {
+      const { onChange, onRunQuery } = setup({ refId: 'A', queryType });
+      const toggle = await screen.findByRole('switch', { name: 'Live' });
+      expect(toggle).not.toBeChecked();
+      await act(async () => fireEvent.click(toggle));
+      expect(onChange).toHaveBeenLastCalledWith({ refId: 'A', queryType, live: true });
+      expect(onRunQuery).toHaveBeenCalledTimes(1);
+      expect(screen.getByRole('switch', { name: 'Live' })).toBeChecked();
+    }
+  );
 });

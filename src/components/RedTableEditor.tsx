@@ -4,6 +4,7 @@ import React from 'react';
 
 import { QUERY_DEFAULTS, SPAN_KINDS, SpangraphQuery } from '../types';
 import { parseIntOrUndefined, SubEditorProps } from './editorProps';
+import { LiveField } from './LiveField';
 
 const GROUP_BY_OPTIONS: Array<{ value: NonNullable<SpangraphQuery['groupBy']>; label: string }> = [
   { value: 'service', label: 'Service' },
@@ -55,6 +56,7 @@ export function RedTableEditor({ query, onChange, onRunQuery }: SubEditorProps) 
           onBlur={onRunQuery}
         />
       </InlineField>
+      <LiveField query={query} onChange={onChange} onRunQuery={onRunQuery} />
     </InlineFieldRow>
   );
 }

@@ -4,6 +4,7 @@ import React, { useEffect, useState } from 'react';
 
 import { CONNECTION_TYPES, QUERY_DEFAULTS } from '../types';
 import { parseIntOrUndefined, SubEditorProps } from './editorProps';
+import { LiveField } from './LiveField';
 
 export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery }: SubEditorProps) {
   const [services, setServices] = useState<string[]>([]);
@@ -97,6 +98,7 @@ export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery }: 
           onBlur={onRunQuery}
         />
       </InlineField>
+      <LiveField query={query} onChange={onChange} onRunQuery={onRunQuery} />
     </InlineFieldRow>
   );
 }

@@ -1,0 +1,21 @@
+import { InlineField, InlineSwitch } from '@grafana/ui';
+import React from 'react';
+
+import { SubEditorProps } from './editorProps';
+
+/** The "Live" toggle shared by the service graph and RED table editors. */
+export function LiveField({ query, onChange, onRunQuery }: Omit<SubEditorProps, 'datasource'>) {
+  return (
+    <InlineField label="Live" tooltip="Refresh every collection interval without re-running the panel">
+      <InlineSwitch
+        aria-label="Live"
+        value={!!query.live}
+        onChange={(e) => {
+          onChange({ ...query, live: e.currentTarget.checked });
+          // Re-run so the panel switches between the one-off query and the stream straight away.
+          onRunQuery();
+        }}
+      />
+    </InlineField>
+  );
+}

@@ -377,15 +377,17 @@ func (a *API) series(w http.ResponseWriter, r *http.Request) {
 	respond(w, out, nil, nil)
 }
 
-type jsonExemplar struct {
+// Exemplar is one exemplar in Prometheus' JSON shape.
+type Exemplar struct {
 	Labels    labels.Labels `json:"labels"`
 	Value     string        `json:"value"`
 	Timestamp float64       `json:"timestamp"`
 }
 
-type jsonExemplarSeries struct {
+// ExemplarSeries is the exemplars of one series.
+type ExemplarSeries struct {
 	SeriesLabels labels.Labels  `json:"seriesLabels"`
-	Exemplars    []jsonExemplar `json:"exemplars"`
+	Exemplars    []Exemplar `json:"exemplars"`
 }
 
 func (a *API) exemplars(w http.ResponseWriter, r *http.Request) {
@@ -408,14 +410,14 @@ func (a *API) exemplars(w http.ResponseWriter, r *http.Request) {
 }
 
 // Exemplars returns the exemplars of the series that expr selects.
-func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end time.Time) ([]jsonExemplarSeries, error) {
+func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end time.Time) ([]ExemplarSeries, error) {
 	e, err := q.parser.ParseExpr(expr)
 	if err != nil {
 		return nil, &Error{Type: ErrorBadData, Err: err}
 	}
 	selectors := parser.ExtractSelectors(e)
 	if len(selectors) == 0 {
-		return []jsonExemplarSeries{}, nil
+		return []ExemplarSeries{}, nil
 	}
 	_, exq := q.source.Queryable(tenant)
 	eq, err := exq.ExemplarQuerier(ctx)
@@ -426,11 +428,11 @@ func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end
 	if err != nil {
 		return nil, &Error{Type: ErrorExec, Err: err}
 	}
-	out := make([]jsonExemplarSeries, 0, len(res))
+	out := make([]ExemplarSeries, 0, len(res))
 	for _, r := range res {
-		s := jsonExemplarSeries{SeriesLabels: r.SeriesLabels}
+		s := ExemplarSeries{SeriesLabels: r.SeriesLabels}
 		for _, ex := range r.Exemplars {
-			s.Exemplars = append(s.Exemplars, jsonExemplar{
+			s.Exemplars = append(s.Exemplars, Exemplar{
 				Labels:    ex.Labels,
 				Value:     strconv.FormatFloat(ex.Value, 'f', -1, 64),
 				Timestamp: float64(ex.Ts) / 1000,

@@ -386,8 +386,8 @@ type Exemplar struct {
 
 // ExemplarSeries is the exemplars of one series.
 type ExemplarSeries struct {
-	SeriesLabels labels.Labels  `json:"seriesLabels"`
-	Exemplars    []Exemplar `json:"exemplars"`
+	SeriesLabels labels.Labels `json:"seriesLabels"`
+	Exemplars    []Exemplar    `json:"exemplars"`
 }
 
 func (a *API) exemplars(w http.ResponseWriter, r *http.Request) {

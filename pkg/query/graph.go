@@ -219,6 +219,9 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 			P90Ms:          quantileMs(0.9, buckets),
 		})
 	}
+	// Sums over edges must not depend on map order, or figures would
+	// differ in their last digits from one call to the next.
+	sort.Slice(edges, func(i, j int) bool { return edges[i].ID < edges[j].ID })
 	if o.Service != "" {
 		edges = neighbourhood(edges, o.Service, o.Depth)
 	}
@@ -229,11 +232,11 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	// an uninstrumented node has none, so the clients' view stands in.
 	nodeBuckets := map[string]map[float64]float64{}
 	fallback := map[string]map[float64]float64{}
-	for k, bs := range srvBuckets {
-		addBuckets(nodeBuckets, k.server, bs)
+	for _, k := range sortedKeys(srvBuckets) {
+		addBuckets(nodeBuckets, k.server, srvBuckets[k])
 	}
-	for k, bs := range cliBuckets {
-		addBuckets(fallback, k.server, bs)
+	for _, k := range sortedKeys(cliBuckets) {
+		addBuckets(fallback, k.server, cliBuckets[k])
 	}
 	for i := range g.Nodes {
 		id := g.Nodes[i].ID
@@ -281,6 +284,24 @@ func bucketsByEdge(v promql.Vector) map[edgeKey]map[float64]float64 {
 		out[k][le] += s.F
 	}
 	return out
+}
+
+func sortedKeys(m map[edgeKey]map[float64]float64) []edgeKey {
+	keys := make([]edgeKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.client != b.client {
+			return a.client < b.client
+		}
+		if a.server != b.server {
+			return a.server < b.server
+		}
+		return a.ctype < b.ctype
+	})
+	return keys
 }
 
 func addBuckets(into map[string]map[float64]float64, node string, bs map[float64]float64) {

@@ -118,3 +118,25 @@ func TestRunCountsAndRefusals(t *testing.T) {
 		t.Errorf("a target that refuses everything: err %v, refusals %v", err, rep.Refusals)
 	}
 }
+
+func TestDepthAndAttributeCardinality(t *testing.T) {
+	gen := NewGenerator(Shop(10, rand.New(rand.NewPCG(1, 2))), 1)
+	gen.MaxDepth, gen.AttributeValues = 1, 3
+	req := gen.Request(50, time.Now())
+	customers := map[string]bool{}
+	for _, rs := range req.ResourceSpans {
+		if svc := rs.Resource.Attributes[0].Value.GetStringValue(); svc == "payment" || svc == "redis" {
+			t.Errorf("%s is two calls deep, beyond depth 1", svc)
+		}
+		for _, s := range rs.ScopeSpans[0].Spans {
+			for _, a := range s.Attributes {
+				if a.Key == "app.customer" {
+					customers[a.Value.GetStringValue()] = true
+				}
+			}
+		}
+	}
+	if len(customers) == 0 || len(customers) > 3 {
+		t.Errorf("app.customer values %v, want 1 to 3", customers)
+	}
+}

@@ -56,6 +56,10 @@ type Options struct {
 	TracesPerRequest int
 	SpanNames        int
 	ErrorScale       float64
+	// Depth bounds the call depth of a trace; AttributeValues is the
+	// cardinality of the app.customer attribute (0: none).
+	Depth           int
+	AttributeValues int
 	// Tenant is sent as X-Scope-OrgID when set.
 	Tenant string
 	// Seed makes the traffic reproducible.
@@ -67,7 +71,7 @@ func DefaultOptions() Options {
 	return Options{
 		Endpoint: "http://127.0.0.1:4318", Protocol: "http", Encoding: "protobuf",
 		Rate: 1000, Duration: 10 * time.Second, Concurrency: 4,
-		Services: 10, TracesPerRequest: 100, ErrorScale: 1, Seed: 1,
+		Services: 10, TracesPerRequest: 100, ErrorScale: 1, Seed: 1, Depth: 6,
 	}
 }
 
@@ -90,6 +94,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--services: must be at least 1, got %d", o.Services)
 	case o.TracesPerRequest < 1:
 		return fmt.Errorf("--traces-per-request: must be at least 1, got %d", o.TracesPerRequest)
+	case o.Depth < 1:
+		return fmt.Errorf("--depth: must be at least 1, got %d", o.Depth)
 	case o.Duration == 0 && o.Spans == 0:
 		return errors.New("--duration or --spans: one of them must end the run")
 	}
@@ -272,6 +278,8 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	gen := NewGenerator(Shop(opts.Services, rng), opts.Seed)
 	gen.SpanNames = opts.SpanNames
 	gen.ErrorScale = opts.ErrorScale
+	gen.MaxDepth = opts.Depth
+	gen.AttributeValues = opts.AttributeValues
 	const poolSize = 16
 	payloads, err := build(opts, gen, poolSize)
 	if err != nil {

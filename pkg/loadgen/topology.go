@@ -111,6 +111,10 @@ type Generator struct {
 	SpanNames int
 	// ErrorScale multiplies every service's error ratio.
 	ErrorScale float64
+	// AttributeValues, when positive, gives every span an attribute
+	// app.customer with this many distinct values, for stressing
+	// attribute dimensions.
+	AttributeValues int
 
 	byService map[string]*tracepb.ResourceSpans
 	order     []string
@@ -209,6 +213,9 @@ func (g *Generator) serve(svc *Service, kind tracepb.Span_SpanKind, op string, t
 		StartTimeUnixNano: uint64(start.UnixNano()), EndTimeUnixNano: uint64(end.UnixNano()),
 		Attributes: []*commonpb.KeyValue{str("http.route", op)},
 		Status:     spanStatus(failed),
+	}
+	if g.AttributeValues > 0 {
+		span.Attributes = append(span.Attributes, str("app.customer", fmt.Sprintf("customer-%d", g.rng.IntN(g.AttributeValues))))
 	}
 	g.emit(svc.Name, span)
 	return end, failed

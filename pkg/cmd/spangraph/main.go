@@ -252,6 +252,8 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.IntVar(&o.TracesPerRequest, "traces-per-request", o.TracesPerRequest, "traces in one export request")
 	fs.IntVar(&o.SpanNames, "span-names", o.SpanNames, "random span-name variants per operation, to stress cardinality; 0 for none")
 	fs.Float64Var(&o.ErrorScale, "error-scale", o.ErrorScale, "multiplies every service's error ratio")
+	fs.IntVar(&o.Depth, "depth", o.Depth, "maximum call depth of a trace")
+	fs.IntVar(&o.AttributeValues, "attribute-cardinality", o.AttributeValues, "distinct values of a span attribute app.customer; 0 for none")
 	fs.StringVar(&o.Tenant, "tenant", o.Tenant, "X-Scope-OrgID to send")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
 	if err := fs.Parse(args); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -137,6 +138,9 @@ func (e *Engine) Config() config.Config { return e.cfg }
 // Start opens the stores of the tenants found on disk, so that their data
 // is queryable at once, then starts the receiver and the collection loop.
 func (e *Engine) Start() error {
+	if err := store.CheckDataDir(e.cfg.DataDir); err != nil {
+		return err
+	}
 	tenants, err := store.ListTenants(e.cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("data_dir %s: %w", e.cfg.DataDir, err)
@@ -409,8 +413,11 @@ func (e *Engine) collect(inst *Instance, now time.Time) {
 	collectionDuration.WithLabelValues(inst.Tenant).Observe(time.Since(now).Seconds())
 	if err != nil {
 		collectionFailures.WithLabelValues(inst.Tenant).Inc()
-		e.logger.Error("collection failed; the series stay in memory and the next collection retries",
-			"tenant", inst.Tenant, "err", err)
+		msg := "collection failed; the series stay in memory and the next collection retries"
+		if errors.Is(err, syscall.ENOSPC) {
+			msg = "collection failed (full disk?): free space in data_dir; the series stay in memory and the next collection retries"
+		}
+		e.logger.Error(msg, "tenant", inst.Tenant, "data_dir", e.cfg.DataDir, "err", err)
 		return
 	}
 	inst.lastCollection.Store(now.UnixMilli())

@@ -69,7 +69,22 @@ func (b *Batch) link() {
 // field reads one tag and returns the field number, the wire type and, for
 // length-delimited fields, the payload; other fields are skipped and their
 // payload is nil. It returns the rest of the input.
+//
+// Almost every field of a trace request has a one-byte tag and, when
+// length-delimited, a one-byte length (under 128 bytes): that case is
+// handled here without the general varint decoding, which takes a third
+// off the decoding time (BenchmarkDecodeProto, 4 runs each: 539–786 →
+// 336–516 ns per span).
 func field(data []byte) (protowire.Number, protowire.Type, []byte, uint64, []byte, error) {
+	if len(data) >= 2 && data[0] < 0x80 && data[0]&7 == byte(protowire.BytesType) && data[1] < 0x80 && data[0] >= 8 {
+		if end := 2 + int(data[1]); end <= len(data) {
+			return protowire.Number(data[0] >> 3), protowire.BytesType, data[2:end], 0, data[end:], nil
+		}
+	}
+	return fieldSlow(data)
+}
+
+func fieldSlow(data []byte) (protowire.Number, protowire.Type, []byte, uint64, []byte, error) {
 	num, typ, n := protowire.ConsumeTag(data)
 	if n < 0 {
 		return 0, 0, nil, 0, nil, malformed("bad field tag: %v", protowire.ParseError(n))

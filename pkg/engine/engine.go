@@ -87,7 +87,8 @@ type Engine struct {
 
 	// collectMu is held around each collection, so that remote write can
 	// switch from catching up to live shipping between two collections.
-	collectMu sync.Mutex
+	collectMu   sync.Mutex
+	lastCollect time.Time // guarded by collectMu
 
 	stop    chan struct{}
 	loops   sync.WaitGroup
@@ -155,8 +156,10 @@ func (e *Engine) Start() error {
 		return err
 	}
 	e.loops.Add(2)
-	go e.collectLoop()
-	go e.expireLoop()
+	go e.every(e.cfg.CollectionInterval, e.collectAll)
+	// Service-graph edges whose wait is over are settled every second;
+	// each call only touches what is due.
+	go e.every(time.Second, e.expireAll)
 	return nil
 }
 
@@ -340,22 +343,25 @@ func (noExemplars) Select(int64, int64, ...[]*labels.Matcher) ([]exemplar.QueryR
 	return nil, nil
 }
 
-// expireLoop settles service-graph edges whose wait is over; each call only
-// touches what is due.
-func (e *Engine) expireLoop() {
+// every runs f every d until the engine stops.
+func (e *Engine) every(d time.Duration, f func()) {
 	defer e.loops.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-t.C:
-			for _, inst := range e.instances() {
-				if inst.ServiceGraph != nil {
-					inst.ServiceGraph.Expire()
-				}
-			}
+			f()
+		}
+	}
+}
+
+func (e *Engine) expireAll() {
+	for _, inst := range e.instances() {
+		if inst.ServiceGraph != nil {
+			inst.ServiceGraph.Expire()
 		}
 	}
 }
@@ -370,27 +376,20 @@ func (e *Engine) instances() []*Instance {
 	return out
 }
 
-func (e *Engine) collectLoop() {
-	defer e.loops.Done()
-	t := time.NewTicker(e.cfg.CollectionInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-t.C:
-			e.collectAll()
-		}
-	}
-}
-
 // collectAll writes every tenant's series. The timestamp is taken under
 // collectMu, not from the ticker, so that a collection is never stamped
 // before a remote-write switch-over that delayed it.
 func (e *Engine) collectAll() {
 	e.collectMu.Lock()
 	defer e.collectMu.Unlock()
+	// Two collections in one millisecond (the last one at shutdown right
+	// after a tick, or tests) would write a second, different value at
+	// the same timestamp, which the store refuses.
 	now := time.Now()
+	if now.UnixMilli() <= e.lastCollect.UnixMilli() {
+		now = e.lastCollect.Add(time.Millisecond)
+	}
+	e.lastCollect = now
 	for _, inst := range e.instances() {
 		e.collect(inst, now)
 	}

@@ -34,6 +34,11 @@ func (r *Receiver) HTTPHandler() http.Handler {
 var errTooLarge = errors.New("request body too large")
 
 func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
+	// Requests built in process (Grafana's resource adapter) may carry no
+	// body at all; net/http's own always have one.
+	if req.Body == nil {
+		req.Body = http.NoBody
+	}
 	asJSON := false
 	fail := func(code int, reason, msg string) {
 		requestsRejected.WithLabelValues(protocolHTTP, reason).Inc()

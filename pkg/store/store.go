@@ -52,6 +52,31 @@ func Dir(dataDir, tenantID string) string {
 	return filepath.Join(dataDir, "tenants", tenantID)
 }
 
+// CheckDataDir makes sure dataDir exists and can be written, by creating
+// its tenants directory and a probe file there, so that a read-only or
+// misplaced data_dir stops start-up with an explanation rather than
+// failing each tenant's first request later.
+func CheckDataDir(dataDir string) error {
+	hint := "make it writable by the user running spangraph, or point data_dir (--data-dir) at a writable directory"
+	dir := filepath.Join(dataDir, "tenants")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("data_dir %s is not usable: %w: %s", dataDir, err, hint)
+	}
+	f, err := os.CreateTemp(dir, ".write-probe-*")
+	if err != nil {
+		return fmt.Errorf("data_dir %s is not writable: %w: %s", dataDir, err, hint)
+	}
+	name := f.Name()
+	err = f.Close()
+	if rmErr := os.Remove(name); err == nil {
+		err = rmErr
+	}
+	if err != nil {
+		return fmt.Errorf("data_dir %s is not writable: %w: %s", dataDir, err, hint)
+	}
+	return nil
+}
+
 // Open opens (or creates) the database of tenantID under dataDir, replaying
 // its WAL, so that everything collected before a crash is queryable again.
 func Open(dataDir, tenantID string, opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Store, error) {

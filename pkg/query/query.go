@@ -24,10 +24,9 @@ type Source interface {
 
 // Querier evaluates PromQL for one tenant at a time.
 type Querier struct {
-	engine   *promql.Engine
-	source   Source
-	parser   parser.Parser
-	lookback time.Duration
+	engine *promql.Engine
+	source Source
+	parser parser.Parser
 }
 
 // Options of the PromQL engine.
@@ -64,18 +63,10 @@ func NewQuerier(source Source, opts Options, logger *slog.Logger, reg prometheus
 			NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 			Parser:                   p,
 		}),
-		source:   source,
-		parser:   p,
-		lookback: opts.LookbackDelta,
+		source: source,
+		parser: p,
 	}
 }
-
-// Parser returns the PromQL parser, for validating expressions and
-// selectors.
-func (q *Querier) Parser() parser.Parser { return q.parser }
-
-// Source returns the stores the querier reads.
-func (q *Querier) Source() Source { return q.source }
 
 // Error kinds, matching Prometheus' errorType values.
 const (

@@ -122,9 +122,6 @@ func (s *Store) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, e
 	return s.db.ExemplarQuerier(ctx)
 }
 
-// NumSeries returns the number of series in the head.
-func (s *Store) NumSeries() uint64 { return s.db.Head().NumSeries() }
-
 // WALDir returns the directory of the write-ahead log, which remote write
 // reads.
 func (s *Store) WALDir() string { return filepath.Join(s.db.Dir(), "wal") }

@@ -2,18 +2,16 @@ package query
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
 )
 
 // Service-graph metric names, as Tempo writes them and Grafana's service
@@ -77,14 +75,20 @@ type Graph struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// window returns the PromQL range of o: the whole window, at least 1m so
-// that rate() has samples at the default collection interval.
-func window(start, end time.Time) string {
+// windowLength is the range the figures of [start, end] are rates over:
+// the whole window, at least 1m so that rate() has samples at the default
+// collection interval.
+func windowLength(start, end time.Time) time.Duration {
 	d := end.Sub(start)
 	if d < time.Minute {
 		d = time.Minute
 	}
-	return fmt.Sprintf("%ds", int64(d.Seconds()))
+	return d.Truncate(time.Second)
+}
+
+// window is windowLength as a PromQL range.
+func window(start, end time.Time) string {
+	return fmt.Sprintf("%ds", int64(windowLength(start, end).Seconds()))
 }
 
 // selector builds `metric{extra,matchers}`.
@@ -96,16 +100,17 @@ func selector(metric, matchers string, extra ...string) string {
 	return metric + "{" + strings.Join(parts, ",") + "}"
 }
 
-// validateMatchers refuses matchers that are not a PromQL label-matcher
-// list, before they are pasted into queries.
-func (q *Querier) validateMatchers(m string) error {
+// parseMatchers parses a PromQL label-matcher list without braces,
+// refusing anything else before it is pasted into queries.
+func (q *Querier) parseMatchers(m string) ([]*labels.Matcher, error) {
 	if strings.TrimSpace(m) == "" {
-		return nil
+		return nil, nil
 	}
-	if _, err := q.parser.ParseMetricSelector("{" + m + "}"); err != nil {
-		return badData("invalid label filters %q: %v", m, err)
+	ms, err := q.parser.ParseMetricSelector("{" + m + "}")
+	if err != nil {
+		return nil, badData("invalid label filters %q: %v", m, err)
 	}
-	return nil
+	return ms, nil
 }
 
 type edgeKey struct{ client, server, ctype string }
@@ -147,50 +152,53 @@ func NodeQueries(service string, o GraphOptions) map[string]string {
 // nodes' p90 (reading the buckets a second time for the nodes was a third
 // of the cost on large graphs).
 func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOptions) (*Graph, error) {
-	if err := q.validateMatchers(o.Matchers); err != nil {
-		return nil, err
-	}
 	if o.Depth <= 0 {
 		o.Depth = 2
 	}
 	if o.MaxNodes <= 0 {
 		o.MaxNodes = 1500
 	}
-	w := window(o.Start, o.End)
-	sumRate := func(metric, by string) string {
-		return fmt.Sprintf("sum by (client, server, connection_type%s) (rate(%s[%s]))", by, selector(metric, o.Matchers), w)
-	}
-	exprs := []string{
-		sumRate(metricRequests, ""),
-		sumRate(metricFailed, ""),
-		sumRate(metricServerSeconds+"_sum", ""),
-		sumRate(metricServerSeconds+"_count", ""),
-		sumRate(metricClientSeconds+"_sum", ""),
-		sumRate(metricClientSeconds+"_count", ""),
-		sumRate(metricServerSeconds+"_bucket", ", le"),
-		sumRate(metricClientSeconds+"_bucket", ", le"),
-		// A node is instrumented when it reports span metrics of its own;
-		// the edges alone cannot say which side of a virtual_node edge is
-		// virtual.
-		fmt.Sprintf("group by (service) (last_over_time(%s[%s]))", metricCalls, w),
-	}
-	vectors, err := q.vectors(ctx, tenant, exprs, o.End)
+	extra, err := q.parseMatchers(o.Matchers)
 	if err != nil {
 		return nil, err
 	}
-	byEdge := func(v promql.Vector) map[edgeKey]float64 {
-		m := make(map[edgeKey]float64, len(v))
-		for _, s := range v {
-			m[edgeKeyOf(s.Metric)] = s.F
-		}
-		return m
+	win := q.window(tenant, o.End, windowLength(o.Start, o.End))
+	querier, err := win.querier()
+	if err != nil {
+		return nil, err
 	}
-	requests, failed := byEdge(vectors[0]), byEdge(vectors[1])
-	srvSum, srvCount, cliSum, cliCount := byEdge(vectors[2]), byEdge(vectors[3]), byEdge(vectors[4]), byEdge(vectors[5])
-	srvBuckets, cliBuckets := bucketsByEdge(vectors[6]), bucketsByEdge(vectors[7])
-	instrumented := map[string]bool{}
-	for _, s := range vectors[8] {
-		instrumented[s.Metric.Get("service")] = true
+	defer querier.Close()
+
+	// Each job fills a map of its own: the jobs run concurrently.
+	var requests, failed, srvSum, srvCount, cliSum, cliCount edgeRates
+	jobs := []windowJob{
+		edgeJob(metricRequests, extra, &requests),
+		edgeJob(metricFailed, extra, &failed),
+		edgeJob(metricServerSeconds+"_sum", extra, &srvSum),
+		edgeJob(metricServerSeconds+"_count", extra, &srvCount),
+		edgeJob(metricClientSeconds+"_sum", extra, &cliSum),
+		edgeJob(metricClientSeconds+"_count", extra, &cliCount),
+	}
+	// The buckets are most of the series; one job per bound spreads them
+	// over the cores.
+	srvLes, err := bucketJobs(ctx, querier, metricServerSeconds+"_bucket", extra, &jobs)
+	if err != nil {
+		return nil, err
+	}
+	cliLes, err := bucketJobs(ctx, querier, metricClientSeconds+"_bucket", extra, &jobs)
+	if err != nil {
+		return nil, err
+	}
+	if err := win.run(ctx, jobs); err != nil {
+		return nil, err
+	}
+	srvBuckets, cliBuckets := srvLes.byEdge(), cliLes.byEdge()
+	// A node is instrumented when it reports span metrics of its own;
+	// the edges alone cannot say which side of a virtual_node edge is
+	// virtual.
+	instrumented, err := win.withSamples(ctx, querier, "service", labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metricCalls))
+	if err != nil {
+		return nil, err
 	}
 
 	keep := map[string]bool{}
@@ -249,39 +257,58 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	return g, nil
 }
 
-// vectors runs instant queries concurrently, as many at once as there
-// are cores.
-func (q *Querier) vectors(ctx context.Context, tenant string, exprs []string, ts time.Time) ([]promql.Vector, error) {
-	out := make([]promql.Vector, len(exprs))
-	errs := make([]error, len(exprs))
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for i, e := range exprs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			out[i], errs[i] = q.vector(ctx, tenant, e, ts)
-		}()
+// edgeRates sums series rates per edge, as `sum by (client, server,
+// connection_type)` does.
+type edgeRates map[edgeKey]float64
+
+// edgeJob sums the rates of metric per edge into *into.
+func edgeJob(metric string, extra []*labels.Matcher, into *edgeRates) windowJob {
+	*into = edgeRates{}
+	m := *into
+	return windowJob{
+		matchers: append([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}, extra...),
+		add:      func(l labels.Labels, r float64) { m[edgeKeyOf(l)] += r },
 	}
-	wg.Wait()
-	return out, errors.Join(errs...)
 }
 
-// bucketsByEdge groups bucket rates by edge and upper bound.
-func bucketsByEdge(v promql.Vector) map[edgeKey]map[float64]float64 {
-	out := map[edgeKey]map[float64]float64{}
-	for _, s := range v {
-		le, err := strconv.ParseFloat(s.Metric.Get("le"), 64)
+// bucketRates holds a histogram's bucket rates per edge, one map per
+// bucket bound so that each bound is a job of its own.
+type bucketRates []struct {
+	bound float64
+	rates edgeRates
+}
+
+// bucketJobs adds a job per bucket bound of metric to jobs.
+func bucketJobs(ctx context.Context, querier storage.Querier, metric string, extra []*labels.Matcher, jobs *[]windowJob) (bucketRates, error) {
+	name := labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)
+	les, err := labelValuesIn(ctx, querier, "le", append([]*labels.Matcher{name}, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(bucketRates, len(les))
+	for i, le := range les {
+		bound, err := strconv.ParseFloat(le, 64)
 		if err != nil {
 			continue
 		}
-		k := edgeKeyOf(s.Metric)
-		if out[k] == nil {
-			out[k] = map[float64]float64{}
+		out[i].bound = bound
+		only := labels.MustNewMatcher(labels.MatchEqual, "le", le)
+		*jobs = append(*jobs, edgeJob(metric, append(append([]*labels.Matcher(nil), extra...), only), &out[i].rates))
+	}
+	return out, nil
+}
+
+// byEdge regroups the rates by edge and bucket bound; bounds written
+// alike ("1" and "1.0") add up.
+func (b bucketRates) byEdge() map[edgeKey]map[float64]float64 {
+	out := map[edgeKey]map[float64]float64{}
+	for _, br := range b {
+		for k, r := range br.rates {
+			if out[k] == nil {
+				out[k] = map[float64]float64{}
+			}
+			out[k][br.bound] += r
 		}
-		out[k][le] += s.F
 	}
 	return out
 }

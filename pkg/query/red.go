@@ -47,7 +47,7 @@ type REDRow struct {
 // REDTable computes rate, error percentage and latency percentiles from
 // the span metrics over o's window.
 func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) ([]REDRow, error) {
-	if err := q.validateMatchers(o.Matchers); err != nil {
+	if _, err := q.parseMatchers(o.Matchers); err != nil {
 		return nil, err
 	}
 	by := "service"

@@ -11,12 +11,14 @@ import (
 	"github.com/prometheus/prometheus/storage"
 )
 
-// Histogram is a classic Prometheus histogram: _bucket{le}, _sum and _count.
+// Histogram is a classic Prometheus histogram: _bucket{le}, _sum and _count,
+// optionally with counters of other names that share its series' labels.
 type Histogram struct {
 	base
-	bounds []float64 // upper bounds without +Inf
-	les    []string  // le label values, +Inf last
-	series shards[histogramSeries]
+	bounds   []float64 // upper bounds without +Inf
+	les      []string  // le label values, +Inf last
+	counters []string  // names of the companion counters
+	series   shards[histogramSeries]
 
 	overflowMu sync.Mutex
 	overflow   *histogramSeries
@@ -29,8 +31,11 @@ type histogramSeries struct {
 	buckets []float64
 	sum     float64
 	count   float64
+	// counters holds the companion counters' values.
+	counters []float64
 
-	// labels: one per bucket, then _sum, then _count; refs alike.
+	// labels: one per bucket, then _sum, then _count, then the
+	// companion counters; refs alike.
 	labels []labels.Labels
 	refs   []storage.SeriesRef
 
@@ -43,16 +48,22 @@ type histogramSeries struct {
 
 // NewHistogram registers a histogram with the given label names and bucket
 // upper bounds (ascending, without +Inf).
-func (r *Registry) NewHistogram(name string, labelNames []string, bounds []float64) *Histogram {
+//
+// Each name in counters is a companion counter: a series of that name with
+// the same labels, updated by the same Observe. Span metrics' calls and
+// size counters share the latency histogram's labels, so one lookup per
+// span serves all three instead of three.
+func (r *Registry) NewHistogram(name string, labelNames []string, bounds []float64, counters ...string) *Histogram {
 	les := make([]string, 0, len(bounds)+1)
 	for _, b := range bounds {
 		les = append(les, strconv.FormatFloat(b, 'f', -1, 64))
 	}
 	les = append(les, "+Inf")
 	h := &Histogram{
-		base:   r.newBase(name, labelNames),
-		bounds: append([]float64(nil), bounds...),
-		les:    les,
+		base:     r.newBase(name, labelNames),
+		bounds:   append([]float64(nil), bounds...),
+		les:      les,
+		counters: append([]string(nil), counters...),
 	}
 	h.series.init()
 	r.add(h)
@@ -61,32 +72,40 @@ func (r *Registry) NewHistogram(name string, labelNames []string, bounds []float
 
 // Observe records value (in the histogram's unit) weight times: weight is 1
 // for a plain span and the span's multiplier for sampled traces. A non-nil
-// traceID becomes the series' exemplar.
-func (h *Histogram) Observe(lv LabelValues, value, weight float64, traceID *[16]byte, tsMillis int64) {
+// traceID becomes the series' exemplar. add holds what to add to each
+// companion counter, in the order NewHistogram named them.
+func (h *Histogram) Observe(lv LabelValues, value, weight float64, traceID *[16]byte, tsMillis int64, add ...float64) {
 	lv = h.limit(lv)
 	now := h.reg.now.Load()
 	sh := &h.series.s[lv.hash%shardCount]
 	sh.Lock()
 	s := find(sh.m, lv)
 	if s == nil {
-		if !h.admit() {
+		if !h.admit(h.seriesPerSet()) {
 			sh.Unlock()
 			h.overflowMu.Lock()
-			h.overflowSeries().observe(h.bounds, value, weight, traceID, tsMillis, now)
+			h.overflowSeries().observe(h.bounds, value, weight, traceID, tsMillis, now, add)
 			h.overflowMu.Unlock()
 			return
 		}
 		s = h.create(sh.m, lv)
 	}
-	s.observe(h.bounds, value, weight, traceID, tsMillis, now)
+	s.observe(h.bounds, value, weight, traceID, tsMillis, now, add)
 	sh.Unlock()
 }
 
-func (s *histogramSeries) observe(bounds []float64, value, weight float64, traceID *[16]byte, ts, now int64) {
+// seriesPerSet is how many active series one label set counts for: the
+// histogram, and each companion counter as a counter of its own would.
+func (h *Histogram) seriesPerSet() int64 { return 1 + int64(len(h.counters)) }
+
+func (s *histogramSeries) observe(bounds []float64, value, weight float64, traceID *[16]byte, ts, now int64, add []float64) {
 	i := sort.SearchFloat64s(bounds, value) // first bound >= value; len = +Inf
 	s.buckets[i] += weight
 	s.sum += value * weight
 	s.count += weight
+	for i := range min(len(add), len(s.counters)) {
+		s.counters[i] += add[i]
+	}
 	if traceID != nil {
 		s.exemplarTrace = *traceID
 		s.exemplarValue = value
@@ -97,17 +116,21 @@ func (s *histogramSeries) observe(bounds []float64, value, weight float64, trace
 }
 
 func (h *Histogram) newSeries(values []string, ls func(name string, extra ...string) labels.Labels) *histogramSeries {
-	n := len(h.les)
+	n := len(h.les) + 2 + len(h.counters)
 	s := &histogramSeries{
 		seriesHead: seriesHead[histogramSeries]{values: values, isNew: true},
-		buckets:    make([]float64, n),
-		labels:     make([]labels.Labels, 0, n+2),
-		refs:       make([]storage.SeriesRef, n+2),
+		buckets:    make([]float64, len(h.les)),
+		counters:   make([]float64, len(h.counters)),
+		labels:     make([]labels.Labels, 0, n),
+		refs:       make([]storage.SeriesRef, n),
 	}
 	for _, le := range h.les {
 		s.labels = append(s.labels, ls(h.name+"_bucket", "le", le))
 	}
 	s.labels = append(s.labels, ls(h.name+"_sum"), ls(h.name+"_count"))
+	for _, c := range h.counters {
+		s.labels = append(s.labels, ls(c))
+	}
 	return s
 }
 
@@ -142,7 +165,7 @@ func (h *Histogram) collectOne(c *collector, s *histogramSeries) bool {
 		for i := range s.labels {
 			c.append(&s.refs[i], s.labels[i], c.ts, staleNaN)
 		}
-		h.reg.active.Add(-1)
+		h.reg.active.Add(-h.seriesPerSet())
 		c.removed++
 		return false
 	}
@@ -153,6 +176,9 @@ func (h *Histogram) collectOne(c *collector, s *histogramSeries) bool {
 			c.append(&s.refs[i], s.labels[i], c.zeroTS, 0)
 		}
 		c.append(&s.refs[nb+1], s.labels[nb+1], c.zeroTS, 0)
+		for i := range s.counters {
+			c.append(&s.refs[nb+2+i], s.labels[nb+2+i], c.zeroTS, 0)
+		}
 		s.isNew = false
 	}
 	cum := 0.0
@@ -174,6 +200,9 @@ func (h *Histogram) collectOne(c *collector, s *histogramSeries) bool {
 	}
 	c.append(&s.refs[nb], s.labels[nb], c.ts, s.sum)
 	c.append(&s.refs[nb+1], s.labels[nb+1], c.ts, s.count)
+	for i, v := range s.counters {
+		c.append(&s.refs[nb+2+i], s.labels[nb+2+i], c.ts, v)
+	}
 	s.hasExemplar = false
 	return true
 }

@@ -249,21 +249,21 @@ func truncate(s string, max int) string {
 	return s
 }
 
-// admit reports whether a new series fits under the cap and, if so, counts
-// it.
-func (b *base) admit() bool {
+// admit reports whether n new series fit under the cap and, if so, counts
+// them.
+func (b *base) admit(n int64) bool {
 	max := int64(b.reg.cfg.MaxActiveSeries)
 	if max <= 0 {
-		b.reg.active.Add(1)
+		b.reg.active.Add(n)
 		return true
 	}
 	for {
-		n := b.reg.active.Load()
-		if n >= max {
+		have := b.reg.active.Load()
+		if have+n > max {
 			b.reg.overflowed.Add(1)
 			return false
 		}
-		if b.reg.active.CompareAndSwap(n, n+1) {
+		if b.reg.active.CompareAndSwap(have, have+n) {
 			return true
 		}
 	}

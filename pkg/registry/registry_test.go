@@ -204,6 +204,84 @@ func TestHistogram(t *testing.T) {
 	}
 }
 
+// TestCompanionCounters: counters named with a histogram are series of
+// their own, with the histogram's labels, leading zeros and staleness,
+// and count as active series of their own under the cap.
+func TestCompanionCounters(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.StaleDuration = 15 * time.Minute
+	cfg.MaxActiveSeries = 4
+	r := New(cfg)
+	h := r.NewHistogram("lat", []string{"service"}, []float64{0.1}, "calls_total", "size_total")
+	cart, shop := MakeLabelValues([]string{"cart"}), MakeLabelValues([]string{"shop"})
+	h.Observe(cart, 0.05, 1, nil, 0, 1, 300)
+	h.Observe(cart, 0.5, 2, nil, 0, 2, 1000)
+	// 3 active series for cart; shop's 3 more would pass the cap of 4.
+	h.Observe(shop, 0.05, 1, nil, 0, 1, 10)
+	if r.ActiveSeries() != 3 || r.Overflowed() != 1 {
+		t.Fatalf("ActiveSeries = %d, Overflowed = %d; want 3 and 1", r.ActiveSeries(), r.Overflowed())
+	}
+
+	t0 := baseTime()
+	rec := newRecorder()
+	got, _, _ := collect(t, r, rec, t0)
+	ls := []string{"service", "cart"}
+	want := []sample{
+		{series("lat_bucket", "le", "0.1", "service", "cart"), zeroAt(t0), 0},
+		{series("lat_bucket", "le", "0.1", "service", "cart"), ms(t0), 1},
+		{series("lat_bucket", "le", "+Inf", "service", "cart"), zeroAt(t0), 0},
+		{series("lat_bucket", "le", "+Inf", "service", "cart"), ms(t0), 3},
+		{series("lat_sum", ls...), ms(t0), 0.05 + 2*0.5},
+		{series("lat_count", ls...), zeroAt(t0), 0},
+		{series("lat_count", ls...), ms(t0), 3},
+		{series("calls_total", ls...), zeroAt(t0), 0},
+		{series("calls_total", ls...), ms(t0), 3},
+		{series("size_total", ls...), zeroAt(t0), 0},
+		{series("size_total", ls...), ms(t0), 1300},
+	}
+	ov := []string{OverflowLabel, "true"}
+	for _, s := range []sample{
+		{series("lat_bucket", append([]string{"le", "0.1"}, ov...)...), ms(t0), 1},
+		{series("lat_bucket", append([]string{"le", "+Inf"}, ov...)...), ms(t0), 1},
+		{series("lat_sum", ov...), ms(t0), 0.05},
+		{series("lat_count", ov...), ms(t0), 1},
+		{series("calls_total", ov...), ms(t0), 1},
+		{series("size_total", ov...), ms(t0), 10},
+	} {
+		want = append(want, s)
+	}
+	got = withoutOverflowZeros(got)
+	if d := diffSamples(got, sortSamples(want)); d != "" {
+		t.Fatalf("first collection:\n%s", d)
+	}
+
+	// Sixteen minutes without updates: all six of cart's series go
+	// stale and the three active series are released.
+	got, _, stats := collect(t, r, rec, t0.Add(16*time.Minute))
+	stale := 0
+	for _, s := range got {
+		if value.IsStaleNaN(s.v) {
+			stale++
+		}
+	}
+	if stale != 6 || stats.ActiveSeries != 0 {
+		t.Errorf("%d staleness markers and %d active series, want 6 and 0", stale, stats.ActiveSeries)
+	}
+}
+
+// withoutOverflowZeros drops the leading zeros of overflow series, which
+// depend on when the overflow series was created.
+func withoutOverflowZeros(in []sample) []sample {
+	var out []sample
+	for _, s := range in {
+		if strings.Contains(s.series, OverflowLabel) && s.v == 0 {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 // TestBucketLabels: le values are the shortest decimal form of each bound,
 // which is what the contract's buckets and Prometheus clients write.
 func TestBucketLabels(t *testing.T) {

@@ -78,7 +78,7 @@ func (m *scalar) update(lv LabelValues, v float64, add bool) {
 	sh.Lock()
 	s := find(sh.m, lv)
 	if s == nil {
-		if !m.admit() {
+		if !m.admit(1) {
 			sh.Unlock()
 			m.overflowMu.Lock()
 			m.overflowSeries().update(v, add, now)

@@ -103,10 +103,11 @@ type Processor struct {
 	posService, posName, posKind, posStatus, posMessage, posDims, posMappings, posJob, posInstance int
 	nValues                                                                                        int
 
-	calls, size *registry.Counter
-	latency     *registry.Histogram
-	targetInfo  *registry.Gauge
-	excluded    map[string]bool
+	// latency carries the calls and size counters as companions: one
+	// registry lookup per span instead of three.
+	latency    *registry.Histogram
+	targetInfo *registry.Gauge
+	excluded   map[string]bool
 
 	scratch sync.Pool
 }
@@ -157,9 +158,7 @@ func New(cfg Config, reg *registry.Registry) (*Processor, error) {
 		p.excluded[k] = true
 	}
 
-	p.calls = reg.NewCounter(MetricCalls, names)
-	p.latency = reg.NewHistogram(MetricLatency, names, cfg.HistogramBuckets)
-	p.size = reg.NewCounter(MetricSize, names)
+	p.latency = reg.NewHistogram(MetricLatency, names, cfg.HistogramBuckets, MetricCalls, MetricSize)
 	if cfg.EnableTargetInfo {
 		p.targetInfo = reg.NewInfoGauge(MetricTargetInfo)
 	}
@@ -257,9 +256,7 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans) {
 		if s.End > s.Start {
 			latency = float64(s.End-s.Start) / 1e9
 		}
-		p.calls.Add(lv, w)
-		p.latency.Observe(lv, latency, w, &s.TraceID, int64(s.End/1e6))
-		p.size.Add(lv, float64(s.Size)*w)
+		p.latency.Observe(lv, latency, w, &s.TraceID, int64(s.End/1e6), w, float64(s.Size)*w)
 	}
 }
 

@@ -82,7 +82,7 @@ func (r *Receiver) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(proto.Name)}),
 		// gRPC applies this limit after decompression too, which keeps zip
-		// bombs out; the refusal is ResourceExhausted.
+		// bombs out; the refusal is ResourceExhausted, from dec in export.
 		grpc.MaxRecvMsgSize(r.cfg.MaxRequestBytes),
 		// Always installed: with auth off (nil) it still puts the
 		// X-Scope-OrgID tenant in the context.
@@ -105,7 +105,13 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 	}
 	var raw rawRequest
 	if err := dec(&raw); err != nil {
-		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
+		// gRPC reads the message here, so its max_request_bytes refusal
+		// (before or after decompression) arrives as ResourceExhausted.
+		reason := ReasonMalformed
+		if status.Code(err) == codes.ResourceExhausted {
+			reason = ReasonTooLarge
+		}
+		requestsRejected.WithLabelValues(protocolGRPC, reason).Inc()
 		return nil, err
 	}
 	if err := raw.batch.DecodeProto(raw.body); err != nil {

@@ -317,9 +317,19 @@ func TestGRPC(t *testing.T) {
 	if grpcstatus.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "malformed OTLP request") {
 		t.Errorf("malformed request: %v, want InvalidArgument", err)
 	}
+	// gRPC refuses it while the handler reads the message; it is counted
+	// as too large, not as malformed.
+	tooLarge := requestsRejected.WithLabelValues(protocolGRPC, ReasonTooLarge)
+	before := testutil.ToFloat64(tooLarge)
 	big := spans(2000, time.Now())
 	if _, err := client.Export(ctx, big); grpcstatus.Code(err) != codes.ResourceExhausted {
 		t.Errorf("oversized request: %v, want ResourceExhausted", err)
+	}
+	if _, err := client.Export(ctx, big, grpc.UseCompressor("gzip")); grpcstatus.Code(err) != codes.ResourceExhausted {
+		t.Errorf("oversized request after gunzip: %v, want ResourceExhausted", err)
+	}
+	if got := testutil.ToFloat64(tooLarge) - before; got != 2 {
+		t.Errorf("spangraph_receiver_requests_rejected_total{protocol=grpc,reason=too_large} rose by %v, want 2", got)
 	}
 	bad := metadata.AppendToOutgoingContext(context.Background(), "x-scope-orgid", "../etc")
 	if _, err := client.Export(bad, spans(1, time.Now())); grpcstatus.Code(err) != codes.InvalidArgument {

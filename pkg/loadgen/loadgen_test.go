@@ -83,6 +83,56 @@ func TestUniqueTraceIDs(t *testing.T) {
 	}
 }
 
+// TestSplitByService: each part holds one service's spans; the parts of a
+// batch get one uniqueness number, so a client span and its server span
+// keep one trace id across requests, and the next pass gets new ones.
+func TestSplitByService(t *testing.T) {
+	opts := DefaultOptions()
+	opts.SplitByService, opts.TracesPerRequest = true, 20
+	gen := NewGenerator(Shop(10, rand.New(rand.NewPCG(1, 2))), 1)
+	payloads, err := build(opts, gen, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &pool{payloads: payloads}
+	pass := func(round int) map[[16]byte]int {
+		traces := map[[16]byte]int{}
+		for i := range payloads {
+			p, seq := pl.get(round*len(payloads) + i)
+			if p.group != 0 {
+				break
+			}
+			for id, n := range decode(t, p.unique(seq, nil)) {
+				traces[id] += n
+			}
+		}
+		return traces
+	}
+	parts := 0
+	for _, p := range payloads {
+		b := otlp.GetBatch()
+		if err := b.DecodeProto(append([]byte(nil), p.body...)); err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Resources) != 1 {
+			t.Errorf("a part holds %d services, want 1", len(b.Resources))
+		}
+		b.Release()
+		if p.group == 0 {
+			parts++
+		}
+	}
+	first, second := pass(0), pass(1)
+	if parts < 5 || len(first) != 20 || len(second) != 20 {
+		t.Fatalf("%d parts in the first batch; %d and %d traces across them, want 20", parts, len(first), len(second))
+	}
+	for id := range first {
+		if _, again := second[id]; again {
+			t.Errorf("trace %x repeats in the next pass", id)
+		}
+	}
+}
+
 func TestRunCountsAndRefusals(t *testing.T) {
 	var spans atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

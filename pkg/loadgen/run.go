@@ -17,6 +17,7 @@ import (
 	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -56,6 +57,11 @@ type Options struct {
 	TracesPerRequest int
 	SpanNames        int
 	ErrorScale       float64
+	// SplitByService sends each service's spans of a batch of traces in a
+	// request of its own, as services exporting through their own SDKs
+	// do: a client span and its server span then arrive in different
+	// requests, usually from different senders.
+	SplitByService bool
 	// Depth bounds the call depth of a trace; AttributeValues is the
 	// cardinality of the app.customer attribute (0: none).
 	Depth           int
@@ -144,6 +150,9 @@ func (r Report) String() string {
 type payload struct {
 	body  []byte
 	spans int64
+	// group numbers the batch of traces the payload belongs to, within
+	// its pool: the parts of one batch split by service share it.
+	group int
 	// traceIDs are the offsets of every trace id in body (protobuf, not
 	// gzipped), so that each send can make them unique.
 	traceIDs []int
@@ -209,47 +218,71 @@ type pool struct {
 	payloads []payload
 }
 
-func (p *pool) get(i int) payload {
+// get returns the i-th payload to send and the number that makes its
+// trace ids unique (see unique): the same for every part of one batch of
+// traces and pass over the pool, so that split parts still pair.
+func (p *pool) get(i int) (payload, uint64) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.payloads[i%len(p.payloads)]
+	pl := p.payloads[i%len(p.payloads)]
+	groups := p.payloads[len(p.payloads)-1].group + 1
+	return pl, uint64(i/len(p.payloads)*groups+pl.group) + 1
 }
 
 func build(opts Options, gen *Generator, n int) ([]payload, error) {
-	out := make([]payload, n)
+	var out []payload
 	now := time.Now()
-	for i := range out {
+	for g := 0; g < n; g++ {
 		req := gen.Request(opts.TracesPerRequest, now)
-		var body []byte
-		var err error
-		if opts.Encoding == "json" {
-			body, err = otlp.MarshalJSON(req)
-		} else {
-			body, err = proto.Marshal(req)
-		}
-		if err != nil {
-			return nil, err
-		}
-		var offsets []int
-		if opts.Encoding == "protobuf" && !opts.Gzip {
-			offsets = traceIDOffsets(body)
-		}
-		if opts.Gzip && opts.Protocol == "http" {
-			var buf bytes.Buffer
-			zw := gzip.NewWriter(&buf)
-			_, _ = zw.Write(body)
-			_ = zw.Close()
-			body = buf.Bytes()
-		}
-		spans := int64(0)
-		for _, rs := range req.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				spans += int64(len(ss.Spans))
+		parts := []*coltracepb.ExportTraceServiceRequest{req}
+		if opts.SplitByService {
+			parts = parts[:0]
+			for _, rs := range req.ResourceSpans {
+				parts = append(parts, &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{rs}})
 			}
 		}
-		out[i] = payload{body: body, spans: spans, traceIDs: offsets}
+		for _, part := range parts {
+			p, err := encode(opts, part)
+			if err != nil {
+				return nil, err
+			}
+			p.group = g
+			out = append(out, p)
+		}
 	}
 	return out, nil
+}
+
+// encode turns req into a payload as opts ask.
+func encode(opts Options, req *coltracepb.ExportTraceServiceRequest) (payload, error) {
+	var body []byte
+	var err error
+	if opts.Encoding == "json" {
+		body, err = otlp.MarshalJSON(req)
+	} else {
+		body, err = proto.Marshal(req)
+	}
+	if err != nil {
+		return payload{}, err
+	}
+	var offsets []int
+	if opts.Encoding == "protobuf" && !opts.Gzip {
+		offsets = traceIDOffsets(body)
+	}
+	if opts.Gzip && opts.Protocol == "http" {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write(body)
+		_ = zw.Close()
+		body = buf.Bytes()
+	}
+	spans := int64(0)
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			spans += int64(len(ss.Spans))
+		}
+	}
+	return payload{body: body, spans: spans, traceIDs: offsets}, nil
 }
 
 // sender sends one payload and returns the refused span count from
@@ -330,7 +363,6 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	var (
 		st        stats
 		scheduled atomic.Int64 // spans handed to senders, for --spans
-		sends     atomic.Uint64
 		pace      = newPacer(opts.Rate)
 		wg        sync.WaitGroup
 		start     = time.Now()
@@ -342,9 +374,9 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 			defer wg.Done()
 			var buf []byte
 			for i := w; ctx.Err() == nil; i += opts.Concurrency {
-				p := pl.get(i)
+				p, seq := pl.get(i)
 				if len(p.traceIDs) > 0 {
-					buf = p.unique(sends.Add(1), buf)
+					buf = p.unique(seq, buf)
 					p.body = buf
 				}
 				if prev := scheduled.Add(p.spans) - p.spans; opts.Spans > 0 && prev >= opts.Spans {

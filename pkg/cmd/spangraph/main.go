@@ -250,6 +250,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Concurrency, "concurrency", o.Concurrency, "requests in flight")
 	fs.IntVar(&o.Services, "services", o.Services, "services in the topology (10 make the shop; more are added below it)")
 	fs.IntVar(&o.TracesPerRequest, "traces-per-request", o.TracesPerRequest, "traces in one export request")
+	fs.BoolVar(&o.SplitByService, "split-by-service", o.SplitByService, "send each service's spans in requests of their own, as per-service SDK exporters do (default: whole traces in one request, as from a Collector)")
 	fs.IntVar(&o.SpanNames, "span-names", o.SpanNames, "random span-name variants per operation, to stress cardinality; 0 for none")
 	fs.Float64Var(&o.ErrorScale, "error-scale", o.ErrorScale, "multiplies every service's error ratio")
 	fs.IntVar(&o.Depth, "depth", o.Depth, "maximum call depth of a trace")

@@ -360,6 +360,38 @@ func TestPairing(t *testing.T) {
 			stats: Stats{Completed: 1, Expired: 1, Unpaired: 1},
 		},
 		{
+			name:   "a service calling itself pairs through the store",
+			pushes: [][]res{{fe(client(1), with(server(1), func(s *sp) { s.id = 7 }))}},
+			want: map[string]series{
+				total:    {`{client="fe",server="fe"}`: 1},
+				srvCount: {`{client="fe",server="fe"}`: 1}, srvSum: {`{client="fe",server="fe"}`: 0.08},
+				cliCount: {`{client="fe",server="fe"}`: 1}, cliSum: {`{client="fe",server="fe"}`: 0.1},
+			},
+			stats: Stats{Completed: 1},
+		},
+		{
+			name:   "pairs inside a push take no store capacity",
+			cfg:    func(c *Config) { c.MaxItems = 1 },
+			pushes: [][]res{{fe(client(1), client(2), client(3)), be(server(2), server(1))}},
+			want: map[string]series{
+				total:    {feBe: 2},
+				srvCount: {feBe: 2}, srvSum: {feBe: 0.16},
+				cliCount: {feBe: 2}, cliSum: {feBe: 0.2},
+			},
+			stats: Stats{Completed: 2, Pending: 1},
+		},
+		{
+			name:   "three servers under one client in one push, servers first, count one edge",
+			pushes: [][]res{{be(with(server(1), func(s *sp) { s.err = true }), with(server(1), func(s *sp) { s.id = 3 }), with(server(1), func(s *sp) { s.id = 4 })), fe(client(1))}},
+			flush:  true,
+			want: map[string]series{
+				total:    {feBe: 1},
+				failed:   {feBe: 1},
+				srvCount: {feBe: 1}, cliCount: {feBe: 1},
+			},
+			stats: Stats{Completed: 1},
+		},
+		{
 			name:   "three servers under one client, servers first, count one edge",
 			pushes: [][]res{{be(server(1), with(server(1), func(s *sp) { s.id = 3 }), with(server(1), func(s *sp) { s.id = 4 }))}, {fe(client(1))}},
 			flush:  true,
@@ -410,6 +442,26 @@ func TestPairing(t *testing.T) {
 				cliCount: {`{client="fe",http_status_code="503",server="be"}`: 1},
 			},
 			stats: Stats{Completed: 1},
+		},
+		{
+			name:   "non-string dimension values of several spans in one push stay apart",
+			cfg:    func(c *Config) { c.Dimensions = []string{"http.status_code"} },
+			pushes: [][]res{{fe(client(1, intAttr("http.status_code", 503)), client(2, intAttr("http.status_code", 200))), be(server(2), server(1))}},
+			want: map[string]series{
+				total: {
+					`{client="fe",http_status_code="503",server="be"}`: 1,
+					`{client="fe",http_status_code="200",server="be"}`: 1,
+				},
+				srvCount: {
+					`{client="fe",http_status_code="503",server="be"}`: 1,
+					`{client="fe",http_status_code="200",server="be"}`: 1,
+				},
+				cliCount: {
+					`{client="fe",http_status_code="503",server="be"}`: 1,
+					`{client="fe",http_status_code="200",server="be"}`: 1,
+				},
+			},
+			stats: Stats{Completed: 2},
 		},
 		{
 			name: "virtual node label",
@@ -714,9 +766,10 @@ func TestSelfMetrics(t *testing.T) {
 		res{service: "be", spans: []sp{server(1), with(server(9), func(s *sp) { s.parent = 0 })}},
 	))
 	a.Flush()
-	// Tenant a: clients 1–4 fill the 4 items, 5 and 6 are dropped; server
-	// 1 pairs, the root server is a user edge at once (it never waits),
-	// and the flush leaves three unpaired clients.
+	// Tenant a: client 1 pairs with server 1 inside the request, without
+	// taking an item; clients 2–5 fill the 4 items and 6 is dropped; the
+	// root server is a user edge at once (it never waits), and the flush
+	// leaves four unpaired clients.
 	expected := `
 # HELP spangraph_servicegraph_completed_edges_total Edges recorded: paired, database and virtual.
 # TYPE spangraph_servicegraph_completed_edges_total counter
@@ -724,11 +777,11 @@ spangraph_servicegraph_completed_edges_total{tenant="a"} 2
 spangraph_servicegraph_completed_edges_total{tenant="b"} 0
 # HELP spangraph_servicegraph_dropped_spans_total Spans refused because the edge store was full.
 # TYPE spangraph_servicegraph_dropped_spans_total counter
-spangraph_servicegraph_dropped_spans_total{tenant="a"} 2
+spangraph_servicegraph_dropped_spans_total{tenant="a"} 1
 spangraph_servicegraph_dropped_spans_total{tenant="b"} 0
 # HELP spangraph_servicegraph_expired_edges_total Half edges that waited the whole wait, by the span kind of the side seen.
 # TYPE spangraph_servicegraph_expired_edges_total counter
-spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CLIENT",tenant="a"} 3
+spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CLIENT",tenant="a"} 4
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CLIENT",tenant="b"} 0
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CONSUMER",tenant="a"} 0
 spangraph_servicegraph_expired_edges_total{span_kind="SPAN_KIND_CONSUMER",tenant="b"} 0
@@ -870,8 +923,10 @@ func TestSlotsAreRecycled(t *testing.T) {
 	if st.Completed != 20*300 || st.Virtual != 20*200 || st.Pending != 0 || st.Dropped != 0 {
 		t.Fatalf("stats %+v", st)
 	}
+	// The 200 clients left waiting each round fit one chunk of 256 slots,
+	// reused round after round; the pairs complete inside each request.
 	sh := &p.shards[0]
-	if len(sh.chunks) != 2 || sh.head != none || sh.tail != none || len(sh.index) != 0 {
+	if len(sh.chunks) != 1 || sh.head != none || sh.tail != none || len(sh.index) != 0 {
 		t.Fatalf("shard: %d chunks, head %d, tail %d, %d indexed", len(sh.chunks), sh.head, sh.tail, len(sh.index))
 	}
 }

@@ -25,11 +25,12 @@ func httpAttrs(kind string) []*commonpb.KeyValue {
 	}
 }
 
-// pairBatch holds pairsPerBatch client/server pairs of distinct traces,
-// numbered from first; with dims, each span carries ten typical HTTP
-// attributes and each side an env (resource) and an http.route (span)
-// dimension.
-func pairBatch(b testing.TB, first uint64, dims bool) *otlp.Batch {
+// pairBatches returns pairsPerBatch client/server pairs of distinct
+// traces, numbered from first: in one batch (as from a Collector batching
+// by trace) and split into a batch per service (as from SDK exporters).
+// With dims, each span carries ten typical HTTP attributes and each side
+// an env (resource) and an http.route (span) dimension.
+func pairBatches(b testing.TB, first uint64, dims bool) (one, clients, servers *otlp.Batch) {
 	var cs, ss []sp
 	for i := uint64(0); i < pairsPerBatch; i++ {
 		c, s := client(first+i), server(first+i)
@@ -42,7 +43,9 @@ func pairBatch(b testing.TB, first uint64, dims bool) *otlp.Batch {
 	if dims {
 		attrs = []*commonpb.KeyValue{str("env", "prod")}
 	}
-	return makeBatch(b, res{service: "frontend", attrs: attrs, spans: cs}, res{service: "checkout", attrs: attrs, spans: ss})
+	fe := res{service: "frontend", attrs: attrs, spans: cs}
+	co := res{service: "checkout", attrs: attrs, spans: ss}
+	return makeBatch(b, fe, co), makeBatch(b, fe), makeBatch(b, co)
 }
 
 func benchProcessor(b testing.TB, dims bool) *Processor {
@@ -58,25 +61,47 @@ func benchProcessor(b testing.TB, dims bool) *Processor {
 }
 
 // BenchmarkPairing measures one client+server pair per op in the steady
-// state: the client waits in the store, the server completes it and the
-// edge goes to the registry.
+// state, the edge going to the registry: with both sides in one request
+// (paired inside it), and with each service's spans in a request of its
+// own, where the client waits in the shared store for the server; there
+// also with 500 000 other half edges waiting, as at full rate, when the
+// store no longer fits in the caches.
 func BenchmarkPairing(b *testing.B) {
-	for _, dims := range []bool{false, true} {
-		name := "bare"
-		if dims {
-			name = "attrs=10,dims=2"
-		}
-		b.Run(name, func(b *testing.B) {
-			p := benchProcessor(b, dims)
-			batch := pairBatch(b, 0, dims)
-			p.Push(batch)
+	for _, bc := range []struct {
+		name    string
+		dims    bool
+		split   bool
+		waiting int
+	}{
+		{"one request/bare", false, false, 0},
+		{"one request/attrs=10,dims=2", true, false, 0},
+		{"split/bare", false, true, 0},
+		{"split/attrs=10,dims=2", true, true, 0},
+		{"split/bare,500k waiting", false, true, 500_000},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := benchProcessor(b, bc.dims)
+			if bc.waiting > 0 {
+				next := uint64(1 << 40)
+				fillClients(p, clientBatch(b, 1000, true), &next, bc.waiting)
+			}
+			one, clients, servers := pairBatches(b, 0, bc.dims)
+			push := func() {
+				if bc.split {
+					p.Push(clients)
+					p.Push(servers)
+				} else {
+					p.Push(one)
+				}
+			}
+			push()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for n := 0; n < b.N; n += pairsPerBatch {
-				p.Push(batch)
+				push()
 			}
 			b.StopTimer()
-			if st := p.Stats(); st.Pending != 0 || st.Dropped != 0 {
+			if st := p.Stats(); st.Pending != bc.waiting || st.Dropped != 0 {
 				b.Fatalf("stats %+v", st)
 			}
 		})
@@ -89,7 +114,7 @@ func BenchmarkPushParallel(b *testing.B) {
 	p := benchProcessor(b, true)
 	batches := make([]*otlp.Batch, 64)
 	for i := range batches {
-		batches[i] = pairBatch(b, uint64(i)*pairsPerBatch, true)
+		batches[i], _, _ = pairBatches(b, uint64(i)*pairsPerBatch, true)
 	}
 	var next atomic.Int64
 	b.ReportAllocs()

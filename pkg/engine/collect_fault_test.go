@@ -5,11 +5,9 @@ package engine
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,46 +20,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/store"
 )
-
-// lockedBuffer is a log destination the test reads while the engine writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// newTestEngine starts an engine on dataDir whose receiver does not
-// listen and whose collection loop does not fire during the test.
-func newTestEngine(t *testing.T, dataDir string, log *lockedBuffer) *Engine {
-	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = dataDir
-	cfg.OTLPGRPC, cfg.OTLPHTTP, cfg.HTTP = "", "", ""
-	cfg.CollectionInterval = time.Hour
-	e, err := New(cfg, slog.New(slog.NewTextHandler(log, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 // consume feeds three SERVER spans of service, ending now, to the tenant.
 func consume(t *testing.T, e *Engine, service string) {

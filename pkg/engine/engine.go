@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -172,15 +173,47 @@ func (e *Engine) Stop(ctx context.Context) {
 	e.receiver.Stop(ctx)
 	close(e.stop)
 	e.loops.Wait()
-	// Edges still waiting for their other half are settled now (virtual
-	// or unpaired) rather than lost with the process.
+	// Edges still waiting for their other half are saved, to wait on
+	// after the next start; if they cannot be, they are settled now
+	// (virtual or unpaired) rather than lost with the process.
 	for _, inst := range e.instances() {
 		if inst.ServiceGraph != nil {
-			inst.ServiceGraph.Flush()
+			e.savePending(inst)
 		}
 	}
 	e.collectAll()
 	e.closeStores()
+}
+
+// pendingFile is where a tenant's waiting half edges are kept between a
+// stop and the next start.
+func (e *Engine) pendingFile(tenant string) string {
+	return filepath.Join(store.Dir(e.cfg.DataDir, tenant), "servicegraph-pending")
+}
+
+func (e *Engine) savePending(inst *Instance) {
+	start := time.Now()
+	n, err := inst.ServiceGraph.SaveFile(e.pendingFile(inst.Tenant))
+	if err != nil {
+		e.logger.Error("could not save the half edges waiting for their other side; settling them now as virtual or unpaired", "tenant", inst.Tenant, "err", err)
+		inst.ServiceGraph.Flush()
+		return
+	}
+	if n > 0 {
+		e.logger.Info("saved half edges waiting for their other side; they wait on after the next start", "tenant", inst.Tenant, "edges", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func (e *Engine) restorePending(inst *Instance) {
+	start := time.Now()
+	restored, dropped, err := inst.ServiceGraph.RestoreFile(e.pendingFile(inst.Tenant))
+	if err != nil {
+		e.logger.Warn("half edges saved at the last stop could not be restored; they are lost, the service graph goes on without them", "tenant", inst.Tenant, "err", err)
+		return
+	}
+	if restored > 0 || dropped > 0 {
+		e.logger.Info("restored half edges saved at the last stop", "tenant", inst.Tenant, "edges", restored, "dropped_store_full", dropped, "took", time.Since(start).Round(time.Millisecond))
+	}
 }
 
 func (e *Engine) closeStores() {
@@ -277,6 +310,7 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 			_ = st.Close()
 			return nil, err
 		}
+		e.restorePending(inst)
 		if e.promReg != nil {
 			// The processor reports its edge store itself, labelled with
 			// its tenant.

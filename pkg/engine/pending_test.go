@@ -1,0 +1,84 @@
+package engine
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/store"
+)
+
+// consumeCalls feeds n spans of kind from service, one per trace 1..n:
+// CLIENT spans with span id 1, or SERVER spans whose parent is span 1.
+func consumeCalls(t *testing.T, e *Engine, service string, kind tracepb.Span_SpanKind, n int) {
+	t.Helper()
+	now := time.Now()
+	var spans []*tracepb.Span
+	for i := byte(1); i <= byte(n); i++ {
+		s := &tracepb.Span{
+			TraceId: bytes.Repeat([]byte{i}, 16), SpanId: []byte{1, 0, 0, 0, 0, 0, 0, 1}, Name: "op", Kind: kind,
+			StartTimeUnixNano: uint64(now.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()),
+		}
+		if kind == tracepb.Span_SPAN_KIND_SERVER {
+			s.ParentSpanId, s.SpanId = s.SpanId, []byte{2, 0, 0, 0, 0, 0, 0, 2}
+		}
+		spans = append(spans, s)
+	}
+	raw, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: service}}}}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Admit(store.DefaultTenant); err != nil {
+		t.Fatal(err)
+	}
+	b := otlp.GetBatch()
+	if err := b.DecodeProto(raw); err != nil {
+		t.Fatal(err)
+	}
+	e.Consume(store.DefaultTenant, b)
+	b.Release()
+}
+
+// TestPendingEdgesSurviveRestart: client spans still waiting at stop are
+// saved, not settled, and pair with server spans that arrive after the
+// next start.
+func TestPendingEdgesSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	var log lockedBuffer
+	e := newTestEngine(t, dir, &log)
+	consumeCalls(t, e, "fe", tracepb.Span_SPAN_KIND_CLIENT, 5)
+	e.Stop(t.Context())
+	if st := e.Tenant(store.DefaultTenant).ServiceGraph.Stats(); st.Completed != 0 || st.Unpaired != 0 || st.Pending != 0 {
+		t.Fatalf("after stop: %+v; want the 5 clients saved, not settled", st)
+	}
+	if _, err := os.Stat(e.pendingFile(store.DefaultTenant)); err != nil {
+		t.Fatalf("no saved file: %v", err)
+	}
+	if !strings.Contains(log.String(), "edges=5") {
+		t.Errorf("the log does not say 5 half edges were saved:\n%s", log.String())
+	}
+
+	e = newTestEngine(t, dir, &log)
+	defer e.Stop(t.Context())
+	sg := e.Tenant(store.DefaultTenant).ServiceGraph
+	if st := sg.Stats(); st.Pending != 5 {
+		t.Fatalf("after restart: %+v; want 5 pending", st)
+	}
+	consumeCalls(t, e, "be", tracepb.Span_SPAN_KIND_SERVER, 5)
+	if st := sg.Stats(); st.Completed != 5 || st.Pending != 0 {
+		t.Errorf("after the servers: %+v; want 5 edges completed", st)
+	}
+}

@@ -143,7 +143,14 @@ func (c *Config) LoadYAML(data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return errors.New(strings.ReplaceAll(err.Error(), " in type config.Config", ""))
+		msg := strings.ReplaceAll(err.Error(), " in type config.Config", "")
+		// yaml.v3 leaves the line out of syntax errors on the first line
+		// (it omits line 0); every other syntax error carries one.
+		var te *yaml.TypeError
+		if !errors.As(err, &te) && !strings.Contains(msg, "line ") {
+			msg = strings.Replace(msg, "yaml: ", "yaml: line 1: ", 1)
+		}
+		return errors.New(msg)
 	}
 	return nil
 }

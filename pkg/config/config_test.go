@@ -30,6 +30,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"servicegraph:\n  wait: 0s", "servicegraph.wait"},
 		{"servicegraph:\n  dimensions: [a.b, a_b]", "servicegraph.dimensions"},
 		{"max_tenants: 0", "max_tenants"},
+		// Syntax errors say where.
+		{"\tdata_dir: /x", "yaml: line 1: found character that cannot start any token"},
+		{"data_dir: \"/x", "yaml: line 1: found unexpected end of stream"},
+		{"data_dir: /x\n  http: ':1'", "yaml: line 2: mapping values are not allowed"},
 	}
 	for _, tc := range tests {
 		c := Default()

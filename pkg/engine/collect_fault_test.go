@@ -14,13 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -36,23 +31,7 @@ func consume(t *testing.T, e *Engine, service string) {
 			StartTimeUnixNano: uint64(now.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()),
 		})
 	}
-	raw, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: service}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Admit(store.DefaultTenant); err != nil {
-		t.Fatal(err)
-	}
-	b := otlp.GetBatch()
-	if err := b.DecodeProto(raw); err != nil {
-		t.Fatal(err)
-	}
-	e.Consume(store.DefaultTenant, b)
-	b.Release()
+	consumeSpans(t, e, service, spans)
 }
 
 // stored returns the last stored value of service's calls counter, or -1.

@@ -7,13 +7,8 @@ import (
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -33,23 +28,7 @@ func consumeCalls(t *testing.T, e *Engine, service string, kind tracepb.Span_Spa
 		}
 		spans = append(spans, s)
 	}
-	raw, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: service}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Admit(store.DefaultTenant); err != nil {
-		t.Fatal(err)
-	}
-	b := otlp.GetBatch()
-	if err := b.DecodeProto(raw); err != nil {
-		t.Fatal(err)
-	}
-	e.Consume(store.DefaultTenant, b)
-	b.Release()
+	consumeSpans(t, e, service, spans)
 }
 
 // TestPendingEdgesSurviveRestart: client spans still waiting at stop are

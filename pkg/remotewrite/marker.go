@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/atomicfile"
 )
 
 // markerAmbiguity is the precision of a marker taken from Prometheus'
@@ -45,8 +48,8 @@ func loadMarker(path string) (m marker, ok bool, err error) {
 	return m, true, nil
 }
 
-// saveMarker writes atomically (temp file, fsync, rename), so that a crash
-// leaves the old marker or the new one, never a torn file.
+// saveMarker writes atomically, so that a crash leaves the old marker or
+// the new one, never a torn file.
 func saveMarker(path string, m marker) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
@@ -55,23 +58,8 @@ func saveMarker(path string, m marker) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".marker-*")
-	if err != nil {
+	return atomicfile.Write(path, func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	})
 }

@@ -9,8 +9,8 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 
+	"github.com/spangraph/spangraph/pkg/atomicfile"
 	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
@@ -22,7 +22,7 @@ import (
 // Spangraph did before, turned every pair in flight into virtual or
 // unpaired spans.
 //
-// The file is written whole to a temporary name and renamed, and ends
+// The file is replaced atomically (pkg/atomicfile), and ends
 // with a CRC-32 of everything before it, so a crash while writing leaves
 // either the previous file or none, and a damaged file is refused whole.
 // Layout, integers as unsigned varints unless said otherwise:
@@ -45,34 +45,23 @@ const (
 // SaveFile takes every pending half edge out of the store and writes it to
 // path. It returns how many were written; on error nothing was taken out.
 func (p *Processor) SaveFile(path string) (int, error) {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	var n int
+	err := atomicfile.Write(path, func(w io.Writer) error {
+		var err error
+		n, err = p.save(w)
+		return err
+	})
 	if err != nil {
-		return 0, err
-	}
-	n, err := p.save(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
 		return 0, fmt.Errorf("saving pending edges to %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	p.clear()
 	return n, nil
 }
 
-// save writes the pending half edges to f and syncs it.
-func (p *Processor) save(f *os.File) (int, error) {
+// save writes the pending half edges to out, checksum last.
+func (p *Processor) save(out io.Writer) (int, error) {
 	h := crc32.NewIEEE()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<16)
+	w := bufio.NewWriterSize(io.MultiWriter(out, h), 1<<16)
 	var buf []byte
 	buf = append(buf, pendingMagic...)
 	buf = binary.AppendUvarint(buf, pendingVersion)
@@ -124,10 +113,8 @@ func (p *Processor) save(f *os.File) (int, error) {
 	if err := w.Flush(); err != nil {
 		return 0, err
 	}
-	if _, err := f.Write(binary.LittleEndian.AppendUint32(nil, h.Sum32())); err != nil {
-		return 0, err
-	}
-	return n, f.Sync()
+	_, err := out.Write(binary.LittleEndian.AppendUint32(nil, h.Sum32()))
+	return n, err
 }
 
 // clear forgets every pending half edge: they were saved.

@@ -447,8 +447,9 @@ func (p *Processor) pairLocal(st *state, now int64) {
 			p.pushHalf(st, lh.k, &lh.h, dims(int32(i)), now)
 		}
 	}
-	// Drop the references into the request; a map grown by a huge request
-	// is not kept, since clearing it costs its size every time.
+	// Drop the references into the request. What a huge request grew is
+	// not kept in the pooled state: the map costs its size at every clear,
+	// and the slices would hold megabytes for the next small request.
 	clear(st.halves)
 	st.halves = st.halves[:0]
 	clear(st.halfDims)
@@ -458,6 +459,9 @@ func (p *Processor) pairLocal(st *state, now int64) {
 		st.local = make(map[key]int32)
 	} else {
 		clear(st.local)
+	}
+	if cap(st.halves) > 1<<14 {
+		st.halves, st.halfDims = nil, nil
 	}
 }
 

@@ -413,10 +413,10 @@ func (st *state) addHalf(k key, h *half) {
 // pairLocal pairs the request's half edges among themselves, in arrival
 // order and by pushHalf's rules, and only then sends those left over to
 // the shared store. When whole traces arrive in one request (from a
-// Collector that batches by trace, or one service calling itself), most
-// edges complete in this small request-local map instead of taking a
-// shard lock and two lookups, an insert and a delete in the large one,
-// where cache misses were a third of the service graph's time.
+// Collector that batches by trace), most edges complete in this small
+// request-local map instead of taking a shard lock and two lookups, an
+// insert and a delete in the large one, where cache misses were a third
+// of the service graph's time.
 func (p *Processor) pairLocal(st *state, now int64) {
 	n := p.nDims
 	dims := func(i int32) []string { return st.halfDims[int(i)*n : int(i)*n+n : int(i)*n+n] }

@@ -169,30 +169,36 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	}
 	defer querier.Close()
 
-	// Each job fills a map of its own: the jobs run concurrently.
-	var requests, failed, srvSum, srvCount, cliSum, cliCount edgeRates
+	// The edges are those with requests in the window. They are numbered
+	// first, so that the other series of an edge land in plain columns
+	// that the jobs, running concurrently, fill through one read-only
+	// index instead of each growing a map of its own.
+	tbl := &edgeTable{of: map[edgeKey]int{}}
+	var requests []float64
+	if err := win.run(ctx, []windowJob{tbl.number(metricRequests, extra, &requests)}); err != nil {
+		return nil, err
+	}
+	var failed, srvSum, srvCount, cliSum, cliCount []float64
 	jobs := []windowJob{
-		edgeJob(metricRequests, extra, &requests),
-		edgeJob(metricFailed, extra, &failed),
-		edgeJob(metricServerSeconds+"_sum", extra, &srvSum),
-		edgeJob(metricServerSeconds+"_count", extra, &srvCount),
-		edgeJob(metricClientSeconds+"_sum", extra, &cliSum),
-		edgeJob(metricClientSeconds+"_count", extra, &cliCount),
+		tbl.column(metricFailed, extra, &failed),
+		tbl.column(metricServerSeconds+"_sum", extra, &srvSum),
+		tbl.column(metricServerSeconds+"_count", extra, &srvCount),
+		tbl.column(metricClientSeconds+"_sum", extra, &cliSum),
+		tbl.column(metricClientSeconds+"_count", extra, &cliCount),
 	}
 	// The buckets are most of the series; one job per bound spreads them
 	// over the cores.
-	srvLes, err := bucketJobs(ctx, querier, metricServerSeconds+"_bucket", extra, &jobs)
+	srvBuckets, err := tbl.bucketColumns(ctx, querier, metricServerSeconds+"_bucket", extra, &jobs)
 	if err != nil {
 		return nil, err
 	}
-	cliLes, err := bucketJobs(ctx, querier, metricClientSeconds+"_bucket", extra, &jobs)
+	cliBuckets, err := tbl.bucketColumns(ctx, querier, metricClientSeconds+"_bucket", extra, &jobs)
 	if err != nil {
 		return nil, err
 	}
 	if err := win.run(ctx, jobs); err != nil {
 		return nil, err
 	}
-	srvBuckets, cliBuckets := srvLes.byEdge(), cliLes.byEdge()
 	// A node is instrumented when it reports span metrics of its own;
 	// the edges alone cannot say which side of a virtual_node edge is
 	// virtual.
@@ -206,29 +212,27 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		keep[c] = true
 	}
 	var edges []Edge
-	for k, rate := range requests {
+	for i, k := range tbl.keys {
 		if o.ConnectionTypes != nil && !keep[k.ctype] {
 			continue
 		}
 		// An uninstrumented server has no server-side latency; the
 		// client's view is the best there is.
-		sum, count, buckets := srvSum[k], srvCount[k], srvBuckets[k]
+		sum, count, buckets := srvSum[i], srvCount[i], srvBuckets
 		if count == 0 {
-			sum, count, buckets = cliSum[k], cliCount[k], cliBuckets[k]
+			sum, count, buckets = cliSum[i], cliCount[i], cliBuckets
 		}
 		edges = append(edges, Edge{
 			ID:             k.client + "->" + k.server,
 			Source:         k.client,
 			Target:         k.server,
 			ConnectionType: k.ctype,
-			Rate:           rate,
-			ErrorRatio:     ratio(failed[k], rate),
+			Rate:           requests[i],
+			ErrorRatio:     ratio(failed[i], requests[i]),
 			AvgMs:          ratio(sum, count) * 1000,
-			P90Ms:          quantileMs(0.9, buckets),
+			P90Ms:          buckets.quantileMs(0.9, i),
 		})
 	}
-	// Sums over edges must not depend on map order, or figures would
-	// differ in their last digits from one call to the next.
 	sort.Slice(edges, func(i, j int) bool { return edges[i].ID < edges[j].ID })
 	if o.Service != "" {
 		edges = neighbourhood(edges, o.Service, o.Depth)
@@ -238,119 +242,147 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 
 	// A node's p90 comes from the server-side buckets of the edges into it;
 	// an uninstrumented node has none, so the clients' view stands in.
-	nodeBuckets := map[string]map[float64]float64{}
-	fallback := map[string]map[float64]float64{}
-	for _, k := range sortedKeys(srvBuckets) {
-		addBuckets(nodeBuckets, k.server, srvBuckets[k])
-	}
-	for _, k := range sortedKeys(cliBuckets) {
-		addBuckets(fallback, k.server, cliBuckets[k])
-	}
+	nodeBuckets, fallback := srvBuckets.byServer(tbl), cliBuckets.byServer(tbl)
 	for i := range g.Nodes {
 		id := g.Nodes[i].ID
-		if bs, ok := nodeBuckets[id]; ok {
-			g.Nodes[i].P90Ms = quantileMs(0.9, bs)
-		} else if bs, ok := fallback[id]; ok {
-			g.Nodes[i].P90Ms = quantileMs(0.9, bs)
+		if p := nodeBuckets.quantileMs(0.9, id); !math.IsNaN(p) {
+			g.Nodes[i].P90Ms = p
+		} else {
+			g.Nodes[i].P90Ms = fallback.quantileMs(0.9, id)
 		}
 	}
 	return g, nil
 }
 
-// edgeRates sums series rates per edge, as `sum by (client, server,
-// connection_type)` does.
-type edgeRates map[edgeKey]float64
+// edgeTable numbers the edges of a window.
+type edgeTable struct {
+	keys []edgeKey
+	of   map[edgeKey]int
+}
 
-// edgeJob sums the rates of metric per edge into *into.
-func edgeJob(metric string, extra []*labels.Matcher, into *edgeRates) windowJob {
-	*into = edgeRates{}
-	m := *into
+// number sums the rates of metric per edge into *into, numbering each
+// edge it meets; it must run alone, before the columns are filled.
+func (t *edgeTable) number(metric string, extra []*labels.Matcher, into *[]float64) windowJob {
 	return windowJob{
-		matchers: append([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}, extra...),
-		add:      func(l labels.Labels, r float64) { m[edgeKeyOf(l)] += r },
+		matchers: withName(metric, extra...),
+		add: func(l labels.Labels, r float64) {
+			k := edgeKeyOf(l)
+			i, ok := t.of[k]
+			if !ok {
+				i = len(t.keys)
+				t.of[k] = i
+				t.keys = append(t.keys, k)
+				*into = append(*into, 0)
+			}
+			(*into)[i] += r
+		},
 	}
 }
 
-// bucketRates holds a histogram's bucket rates per edge, one map per
-// bucket bound so that each bound is a job of its own.
-type bucketRates []struct {
-	bound float64
-	rates edgeRates
+// column sums the rates of metric per numbered edge into *into, as `sum
+// by (client, server, connection_type)` does; edges without requests are
+// left out.
+func (t *edgeTable) column(metric string, extra []*labels.Matcher, into *[]float64) windowJob {
+	col := make([]float64, len(t.keys))
+	*into = col
+	return windowJob{
+		matchers: withName(metric, extra...),
+		add: func(l labels.Labels, r float64) {
+			if i, ok := t.of[edgeKeyOf(l)]; ok {
+				col[i] += r
+			}
+		},
+	}
 }
 
-// bucketJobs adds a job per bucket bound of metric to jobs.
-func bucketJobs(ctx context.Context, querier storage.Querier, metric string, extra []*labels.Matcher, jobs *[]windowJob) (bucketRates, error) {
-	name := labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)
-	les, err := labelValuesIn(ctx, querier, "le", append([]*labels.Matcher{name}, extra...)...)
+func withName(metric string, extra ...*labels.Matcher) []*labels.Matcher {
+	return append([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric)}, extra...)
+}
+
+// bucketColumns holds a histogram's bucket rates: a column of edges per
+// bucket bound. Bounds written alike ("1" and "1.0") are separate columns
+// that the quantile adds up.
+type bucketColumns []struct {
+	bound float64
+	rates []float64
+}
+
+// bucketColumns adds a job per bucket bound of metric to jobs.
+func (t *edgeTable) bucketColumns(ctx context.Context, querier storage.Querier, metric string, extra []*labels.Matcher, jobs *[]windowJob) (bucketColumns, error) {
+	les, err := labelValuesIn(ctx, querier, "le", withName(metric, extra...)...)
 	if err != nil {
 		return nil, err
 	}
-	out := make(bucketRates, len(les))
-	for i, le := range les {
-		bound, err := strconv.ParseFloat(le, 64)
-		if err != nil {
-			continue
+	var valid []string
+	for _, le := range les {
+		if _, err := strconv.ParseFloat(le, 64); err == nil {
+			valid = append(valid, le)
 		}
-		out[i].bound = bound
+	}
+	// Sized once: the jobs keep pointers into it.
+	out := make(bucketColumns, len(valid))
+	for i, le := range valid {
+		out[i].bound, _ = strconv.ParseFloat(le, 64)
 		only := labels.MustNewMatcher(labels.MatchEqual, "le", le)
-		*jobs = append(*jobs, edgeJob(metric, append(append([]*labels.Matcher(nil), extra...), only), &out[i].rates))
+		*jobs = append(*jobs, t.column(metric, append(append([]*labels.Matcher(nil), extra...), only), &out[i].rates))
 	}
 	return out, nil
 }
 
-// byEdge regroups the rates by edge and bucket bound; bounds written
-// alike ("1" and "1.0") add up.
-func (b bucketRates) byEdge() map[edgeKey]map[float64]float64 {
-	out := map[edgeKey]map[float64]float64{}
-	for _, br := range b {
-		for k, r := range br.rates {
-			if out[k] == nil {
-				out[k] = map[float64]float64{}
-			}
-			out[k][br.bound] += r
+// quantileMs is histogram_quantile over edge i's buckets, in ms; NaN
+// without observations.
+func (b bucketColumns) quantileMs(q float64, i int) float64 {
+	buckets := make(promql.Buckets, 0, len(b))
+	for _, c := range b {
+		buckets = append(buckets, promql.Bucket{UpperBound: c.bound, Count: c.rates[i]})
+	}
+	return quantileMs(q, buckets)
+}
+
+// serverBuckets holds bucket rates summed per server, one slice per
+// server in the order of the columns.
+type serverBuckets struct {
+	bounds []float64
+	of     map[string][]float64
+}
+
+// byServer sums the edges' bucket rates per server, edge by edge in
+// table order, so that sums never depend on map order.
+func (b bucketColumns) byServer(t *edgeTable) serverBuckets {
+	out := serverBuckets{of: map[string][]float64{}}
+	for _, c := range b {
+		out.bounds = append(out.bounds, c.bound)
+	}
+	for i, k := range t.keys {
+		sums := out.of[k.server]
+		if sums == nil {
+			sums = make([]float64, len(b))
+			out.of[k.server] = sums
+		}
+		for j, c := range b {
+			sums[j] += c.rates[i]
 		}
 	}
 	return out
 }
 
-func sortedKeys(m map[edgeKey]map[float64]float64) []edgeKey {
-	keys := make([]edgeKey, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.client != b.client {
-			return a.client < b.client
-		}
-		if a.server != b.server {
-			return a.server < b.server
-		}
-		return a.ctype < b.ctype
-	})
-	return keys
-}
-
-func addBuckets(into map[string]map[float64]float64, node string, bs map[float64]float64) {
-	if into[node] == nil {
-		into[node] = map[float64]float64{}
-	}
-	for le, c := range bs {
-		into[node][le] += c
-	}
-}
-
-// quantileMs is histogram_quantile over cumulative bucket rates, in ms;
-// NaN without buckets.
-func quantileMs(q float64, bs map[float64]float64) float64 {
-	if len(bs) == 0 {
+// quantileMs is histogram_quantile over the buckets of server, in ms; NaN
+// without observations.
+func (s serverBuckets) quantileMs(q float64, server string) float64 {
+	sums, ok := s.of[server]
+	if !ok {
 		return math.NaN()
 	}
-	buckets := make(promql.Buckets, 0, len(bs))
-	for le, c := range bs {
-		buckets = append(buckets, promql.Bucket{UpperBound: le, Count: c})
+	buckets := make(promql.Buckets, 0, len(sums))
+	for j, c := range sums {
+		buckets = append(buckets, promql.Bucket{UpperBound: s.bounds[j], Count: c})
 	}
-	sort.Slice(buckets, func(i, j int) bool { return buckets[i].UpperBound < buckets[j].UpperBound })
+	return quantileMs(q, buckets)
+}
+
+// quantileMs is histogram_quantile over cumulative bucket rates, in ms:
+// NaN without observations or without a +Inf bucket.
+func quantileMs(q float64, buckets promql.Buckets) float64 {
 	v, _, _, _, _, _ := promql.BucketQuantile(q, buckets)
 	return v * 1000
 }

@@ -147,10 +147,9 @@ func NodeQueries(service string, o GraphOptions) map[string]string {
 // ServiceGraph builds nodes and edges over o's window from the same
 // series Grafana's Tempo service map reads.
 //
-// The queries run concurrently, and each histogram is read once: the
-// bucket rates per edge give the edges' p90 and, summed per server, the
-// nodes' p90 (reading the buckets a second time for the nodes was a third
-// of the cost on large graphs).
+// The series are read concurrently, as window rates rather than through
+// PromQL (see window.go), and each histogram once: the bucket rates per
+// edge give the edges' p90 and, summed per server, the nodes' p90.
 func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOptions) (*Graph, error) {
 	if o.Depth <= 0 {
 		o.Depth = 2

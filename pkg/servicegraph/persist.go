@@ -172,19 +172,18 @@ func (p *Processor) RestoreFile(path string) (restored, dropped int, err error) 
 			continue
 		}
 		slot := sh.edge(j)
-		slot.half = e.half
-		slot.service, slot.peer = st.own(e.service), st.own(e.peer)
-		for k, v := range e.dims {
-			sh.dims(j)[k] = st.own(v)
-		}
+		p.keep(st, &slot.half, sh.dims(j), &e.half, e.dims)
+		// keep takes the service as owned; read from the file, each is a
+		// copy of its own, shared again here.
+		slot.service = st.own(e.service)
 		sh.mu.Unlock()
 		restored++
 	}
 	return restored, dropped, nil
 }
 
-// savedHalf is a half edge read from a file, its strings still in the
-// file's memory.
+// savedHalf is a half edge read from a file, with its dimension values
+// in the configured order.
 type savedHalf struct {
 	pending
 	dims []string

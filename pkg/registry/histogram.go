@@ -81,7 +81,7 @@ func (h *Histogram) Observe(lv LabelValues, value, weight float64, traceID *[16]
 	sh.Lock()
 	s := find(sh.m, lv)
 	if s == nil {
-		if !h.admit(h.seriesPerSet()) {
+		if !h.admit(h.seriesPerSet(), h.storedPerSet()) {
 			sh.Unlock()
 			h.overflowMu.Lock()
 			h.overflowSeries().observe(h.bounds, value, weight, traceID, tsMillis, now, add)
@@ -97,6 +97,10 @@ func (h *Histogram) Observe(lv LabelValues, value, weight float64, traceID *[16]
 // seriesPerSet is how many active series one label set counts for: the
 // histogram, and each companion counter as a counter of its own would.
 func (h *Histogram) seriesPerSet() int64 { return 1 + int64(len(h.counters)) }
+
+// storedPerSet is how many series one label set writes to the store:
+// a bucket per bound and +Inf, _sum, _count and the companion counters.
+func (h *Histogram) storedPerSet() int64 { return int64(len(h.les) + 2 + len(h.counters)) }
 
 func (s *histogramSeries) observe(bounds []float64, value, weight float64, traceID *[16]byte, ts, now int64, add []float64) {
 	i := sort.SearchFloat64s(bounds, value) // first bound >= value; len = +Inf
@@ -165,7 +169,7 @@ func (h *Histogram) collectOne(c *collector, s *histogramSeries) bool {
 		for i := range s.labels {
 			c.append(&s.refs[i], s.labels[i], c.ts, staleNaN)
 		}
-		h.reg.active.Add(-h.seriesPerSet())
+		h.release(h.seriesPerSet(), h.storedPerSet())
 		c.removed++
 		return false
 	}

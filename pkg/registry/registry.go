@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/spangraph/spangraph/pkg/budget"
 )
 
 // Config holds the registry limits.
@@ -77,7 +79,29 @@ type Registry struct {
 	// now is a coarse clock (unix ms) for staleness, set at each
 	// collection, so that updates need not read the time.
 	now atomic.Int64
+	// pool is the process's memory share for series, which every
+	// tenant's registry draws on; nil means no bound but the cap.
+	pool *budget.Pool
+	// held is what this registry took from pool, returned by Close.
+	held atomic.Int64
 }
+
+// StoredSeriesBytes is what one stored series costs while it is active:
+// the registry's series with its label set, and the TSDB head's series,
+// postings and open chunk. A default span-metrics histogram set writes 19
+// stored series (15 buckets, _sum, _count and two companion counters),
+// measured at 12.9 KB together in the embedded store.
+const StoredSeriesBytes = 680
+
+// UsePool makes new series take their memory from pool, shared with the
+// other tenants' registries, besides max_active_series: a series that
+// does not fit folds into the overflow series as one over the cap does.
+// Call it before the registry's first update.
+func (r *Registry) UsePool(pool *budget.Pool) { r.pool = pool }
+
+// Close returns what the registry took from its pool; the registry must
+// not be used afterwards.
+func (r *Registry) Close() { r.pool.Give(r.held.Swap(0)) }
 
 // New returns an empty registry.
 func New(cfg Config) *Registry {
@@ -249,24 +273,38 @@ func truncate(s string, max int) string {
 	return s
 }
 
-// admit reports whether n new series fit under the cap and, if so, counts
-// them.
-func (b *base) admit(n int64) bool {
-	max := int64(b.reg.cfg.MaxActiveSeries)
-	if max <= 0 {
-		b.reg.active.Add(n)
-		return true
+// admit reports whether n new active series, which write stored series
+// to the store, fit under the cap and in the memory pool and, if so,
+// counts them.
+func (b *base) admit(n, stored int64) bool {
+	r := b.reg
+	cost := stored * StoredSeriesBytes
+	if !r.pool.Take(cost) {
+		r.overflowed.Add(1)
+		return false
 	}
+	max := int64(r.cfg.MaxActiveSeries)
 	for {
-		have := b.reg.active.Load()
-		if have+n > max {
-			b.reg.overflowed.Add(1)
+		have := r.active.Load()
+		if max > 0 && have+n > max {
+			r.pool.Give(cost)
+			r.overflowed.Add(1)
 			return false
 		}
-		if b.reg.active.CompareAndSwap(have, have+n) {
+		if r.active.CompareAndSwap(have, have+n) {
+			r.held.Add(cost)
 			return true
 		}
 	}
+}
+
+// release uncounts n active series that wrote stored series.
+func (b *base) release(n, stored int64) {
+	r := b.reg
+	r.active.Add(-n)
+	cost := stored * StoredSeriesBytes
+	r.held.Add(-cost)
+	r.pool.Give(cost)
 }
 
 // ownValues copies values for a new series (they may point into a request

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/spangraph/spangraph/pkg/budget"
 )
 
 // baseTime is a collection time near the real clock, half a minute past a
@@ -838,5 +840,50 @@ func TestMakeLabelValues(t *testing.T) {
 	v := []string{"x", "y"}
 	if lv := MakeLabelValues(v); !sort.StringsAreSorted(lv.Values()) || len(lv.Values()) != 2 || MakeLabelValues(v).hash != lv.hash {
 		t.Errorf("Values/hash not stable: %v", lv.Values())
+	}
+}
+
+// TestSharedPool: registries that share a memory pool stop creating
+// series when it is used up (their updates fold into overflow series),
+// and a series gone stale or a closed registry gives its memory back.
+func TestSharedPool(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxActiveSeries = 0
+	// Room for exactly two histogram sets of 1 bound: 2 buckets, _sum,
+	// _count and one companion counter = 5 stored series each.
+	pool := budget.NewPool("memory_limit", 2*5*StoredSeriesBytes)
+	a, b := New(cfg), New(cfg)
+	a.UsePool(pool)
+	b.UsePool(pool)
+	ha := a.NewHistogram("lat", []string{"service"}, []float64{0.1}, "calls_total")
+	hb := b.NewHistogram("lat", []string{"service"}, []float64{0.1}, "calls_total")
+	lv := func(s string) LabelValues { return MakeLabelValues([]string{s}) }
+
+	ha.Observe(lv("cart"), 0.05, 1, nil, 0, 1)
+	hb.Observe(lv("shop"), 0.05, 1, nil, 0, 1)
+	hb.Observe(lv("shop"), 0.05, 1, nil, 0, 1) // an existing series takes nothing
+	ha.Observe(lv("pay"), 0.05, 1, nil, 0, 1)  // the pool is used up
+	c := a.NewCounter("edges_total", []string{"client"})
+	c.Add(lv("x"), 1) // a counter's one stored series does not fit either
+	if pool.InUse() != pool.Size() || a.ActiveSeries() != 2 || b.ActiveSeries() != 2 || a.Overflowed() != 2 {
+		t.Fatalf("in use %d of %d, active %d and %d, overflowed %d; want the pool full, 2 and 2, 2 overflowed",
+			pool.InUse(), pool.Size(), a.ActiveSeries(), b.ActiveSeries(), a.Overflowed())
+	}
+
+	// b's series goes stale: its memory goes back, and a new series of a
+	// fits again.
+	t0 := baseTime()
+	collect(t, b, newRecorder(), t0)
+	collect(t, b, newRecorder(), t0.Add(cfg.StaleDuration+time.Minute))
+	if b.ActiveSeries() != 0 || pool.InUse() != 5*StoredSeriesBytes {
+		t.Fatalf("after staleness: b active %d, pool in use %d; want 0 and %d", b.ActiveSeries(), pool.InUse(), 5*StoredSeriesBytes)
+	}
+	c.Add(lv("y"), 1)
+	if a.ActiveSeries() != 3 {
+		t.Fatalf("a counter series did not fit after b's series went stale: active %d", a.ActiveSeries())
+	}
+	a.Close()
+	if pool.InUse() != 0 {
+		t.Fatalf("after Close: pool in use %d, want 0", pool.InUse())
 	}
 }

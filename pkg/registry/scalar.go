@@ -78,7 +78,7 @@ func (m *scalar) update(lv LabelValues, v float64, add bool) {
 	sh.Lock()
 	s := find(sh.m, lv)
 	if s == nil {
-		if !m.admit(1) {
+		if !m.admit(1, 1) {
 			sh.Unlock()
 			m.overflowMu.Lock()
 			m.overflowSeries().update(v, add, now)
@@ -127,7 +127,7 @@ func (m *scalar) collect(c *collector) {
 func (m *scalar) collectOne(c *collector, s *scalarSeries) bool {
 	if s.lastUpdate.Load() < c.staleBefore && s.values != nil {
 		c.append(&s.ref, s.labels, c.ts, staleNaN)
-		m.reg.active.Add(-1)
+		m.release(1, 1)
 		c.removed++
 		return false
 	}

@@ -84,6 +84,24 @@ type Registry struct {
 	pool *budget.Pool
 	// held is what this registry took from pool, returned by Close.
 	held atomic.Int64
+	// zeroFloor (unix ms): leading zeros land after it; see SetZeroFloor.
+	zeroFloor atomic.Int64
+}
+
+// SetZeroFloor makes leading zeros land after ms. The engine passes the
+// newest sample already in the store when it opens it, so that a series
+// reborn by a restart gets its zero after its last stored sample: a zero
+// before it would be refused as out of order, and the reset it marks
+// (100, then 0 and 10 after the restart) would read as no reset. Remote
+// write passes the earliest time its WAL reader ships, which skips older
+// samples.
+func (r *Registry) SetZeroFloor(ms int64) {
+	for {
+		have := r.zeroFloor.Load()
+		if ms <= have || r.zeroFloor.CompareAndSwap(have, ms) {
+			return
+		}
+	}
 }
 
 // StoredSeriesBytes is what one stored series costs while it is active:
@@ -376,15 +394,18 @@ func (b *base) overflowLabels(name string, extra ...string) labels.Labels {
 type collector struct {
 	app         storage.Appender
 	ts          int64 // this collection's timestamp, ms
-	zeroTS      int64 // leading-zero timestamp for new series, ms
+	zeroTS      int64 // leading-zero timestamp for new series, ms, or noZero
 	staleBefore int64 // series last updated before this are removed
 	samples     int
 	removed     int
 	err         error
 }
 
+// noZero as a collection's zeroTS: new series get no leading zero.
+const noZero = math.MinInt64
+
 func (c *collector) append(ref *storage.SeriesRef, l labels.Labels, t int64, v float64) {
-	if c.err != nil {
+	if c.err != nil || t == noZero {
 		return
 	}
 	r, err := c.app.Append(*ref, l, t, v)
@@ -418,12 +439,22 @@ func (r *Registry) Collect(app storage.Appender, now time.Time) (CollectStats, e
 	start := time.Now()
 	ts := now.UnixMilli()
 	r.now.Store(ts)
+	// Tempo's convention: the zero lands at the end of the previous
+	// minute, so that downsampling never merges it with the first value;
+	// but never at or before the floor. Between the floor and this
+	// collection there is always room unless the clock went back, and
+	// then a new series goes without its zero.
+	zeroTS := now.Truncate(time.Minute).Add(-time.Second).UnixMilli()
+	if floor := r.zeroFloor.Load(); zeroTS <= floor {
+		zeroTS = floor + 1
+	}
+	if zeroTS >= ts {
+		zeroTS = noZero
+	}
 	c := &collector{
-		app: app,
-		ts:  ts,
-		// Tempo's convention: the zero lands at the end of the previous
-		// minute, so that downsampling never merges it with the first value.
-		zeroTS:      now.Truncate(time.Minute).Add(-time.Second).UnixMilli(),
+		app:         app,
+		ts:          ts,
+		zeroTS:      zeroTS,
 		staleBefore: now.Add(-r.cfg.StaleDuration).UnixMilli(),
 	}
 	r.mu.Lock()

@@ -887,3 +887,38 @@ func TestSharedPool(t *testing.T) {
 		t.Fatalf("after Close: pool in use %d, want 0", pool.InUse())
 	}
 }
+
+// TestLeadingZeroFloor: after a restart the zero must land after the
+// newest sample the store already has, or the store refuses it and the
+// counter's reset is lost; with no room left before the collection, the
+// new series goes without a zero rather than with one out of order.
+func TestLeadingZeroFloor(t *testing.T) {
+	now := time.Now().Truncate(time.Minute).Add(30 * time.Second)
+	tempo := now.Truncate(time.Minute).Add(-time.Second).UnixMilli()
+	for _, tc := range []struct {
+		name     string
+		floor    int64
+		wantZero int64 // 0: no zero
+	}{
+		{"floor before the minute: Tempo's place", tempo - 5000, tempo},
+		{"floor after it: just after the floor", ms(now) - 10_000, ms(now) - 9_999},
+		{"floor one ms before the collection: no room", ms(now) - 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := New(DefaultConfig())
+			r.SetZeroFloor(tc.floor)
+			r.SetZeroFloor(tc.floor - 100) // a lower floor never moves it back
+			r.NewCounter("c_total", nil).Add(MakeLabelValues(nil), 1)
+			got, _, _ := collect(t, r, newRecorder(), now)
+			var zero int64
+			for _, s := range got {
+				if s.t != ms(now) {
+					zero = s.t
+				}
+			}
+			if zero != tc.wantZero || len(got) != map[bool]int{true: 2, false: 1}[tc.wantZero != 0] {
+				t.Fatalf("samples %v; want the zero at %d", got, tc.wantZero)
+			}
+		})
+	}
+}

@@ -21,7 +21,8 @@ type Policy struct {
 
 // Match lists attribute conditions.
 type Match struct {
-	// MatchType is "strict" (equal text) or "regex" (fully anchored).
+	// MatchType is "strict" (equal text) or "regex" (matching anywhere in
+	// the text, as Tempo's MatchString does: anchor with ^ and $).
 	MatchType  string      `yaml:"match_type"`
 	Attributes []Attribute `yaml:"attributes"`
 }
@@ -118,7 +119,7 @@ func compile(where string, m *Match) ([]condition, error) {
 			return nil, fmt.Errorf("%s.value: missing", at)
 		}
 		if regex {
-			re, err := regexp.Compile("^(?:" + c.text + ")$")
+			re, err := regexp.Compile(c.text)
 			if err != nil {
 				return nil, fmt.Errorf("%s.value: invalid regex: %v", at, err)
 			}

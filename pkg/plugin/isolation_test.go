@@ -303,7 +303,9 @@ func FuzzResourceParams(f *testing.F) {
 	f.Add("api/v1/query", "query=up&time=1735732800", uint8(0), "", []byte(nil))
 	f.Add("api/v1/label/service/values", "match[]=%7Bservice%3D%22frontend%22%7D", uint8(0), "team-a", []byte(nil))
 	f.Add("otlp/v1/traces", "", uint8(1), "team-a", []byte("{}"))
-	_, b := twoTenants(f, Options{Query: query.Options{Timeout: 2 * time.Second, MaxSamples: 200_000, LookbackDelta: 5 * time.Minute}})
+	qc := query.DefaultConfig()
+	qc.Timeout, qc.MaxSamples = 2*time.Second, 200_000
+	_, b := twoTenants(f, Options{Query: qc})
 	methods := []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodOptions}
 	contentTypes := []string{"", "application/x-www-form-urlencoded", "application/json", "application/x-protobuf", "text/plain"}
 	f.Fuzz(func(t *testing.T, path, rawQuery string, method uint8, orgID string, body []byte) {
@@ -349,7 +351,7 @@ func FuzzResourceParams(f *testing.F) {
 		switch {
 		case pr.Status == "success" && r.Status == http.StatusOK:
 		case pr.Status == "error" && pr.ErrorType != "" && r.Status >= 400 && r.Status < 500:
-		case pr.Status == "error" && pr.ErrorType == query.ErrorTimeout && r.Status == http.StatusServiceUnavailable:
+		case pr.Status == "error" && (pr.ErrorType == query.ErrorTimeout || pr.ErrorType == query.ErrorUnavailable) && r.Status == http.StatusServiceUnavailable:
 		default:
 			t.Fatalf("%s %s?%s: %d %s", m, path, rawQuery, r.Status, r.Body)
 		}

@@ -59,8 +59,8 @@ func LoadConfig(environ []string) (config.Config, error) {
 
 // Options of a Service.
 type Options struct {
-	// Query configures the PromQL engine; zero means query.DefaultOptions.
-	Query query.Options
+	// Query bounds the queries; zero means the engine's query: section.
+	Query query.Config
 	// Registerer receives the PromQL engine's metrics; nil for none.
 	Registerer prometheus.Registerer
 	// Logger logs the PromQL engine; nil discards.
@@ -82,8 +82,8 @@ func New(eng *engine.Engine, opts Options) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Query == (query.Options{}) {
-		opts.Query = query.DefaultOptions()
+	if opts.Query == (query.Config{}) {
+		opts.Query = eng.Config().Query
 	}
 	return &Service{
 		eng:     eng,
@@ -198,6 +198,8 @@ func errorStatus(err error) backend.Status {
 			return backend.StatusBadRequest
 		case query.ErrorTimeout:
 			return backend.StatusTimeout
+		case query.ErrorUnavailable:
+			return backend.StatusTooManyRequests
 		case query.ErrorCanceled:
 			return backend.Status(499)
 		}

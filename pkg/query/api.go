@@ -78,7 +78,11 @@ func statusFor(errType string) int {
 		return http.StatusBadRequest
 	case ErrorExec:
 		return http.StatusUnprocessableEntity
-	case ErrorTimeout:
+	case ErrorTimeout, ErrorUnavailable:
+		// 503 for a query refused for want of a slot too: a status every
+		// HTTP client retries, which Prometheus also answers for a query
+		// that timed out in its queue. Mimir's 429 would fall outside the
+		// codes Prometheus clients parse an error body from either way.
 		return http.StatusServiceUnavailable
 	case ErrorCanceled:
 		return 499
@@ -274,7 +278,7 @@ func (a *API) LabelNames(ctx context.Context, tenant string, r *http.Request) ([
 	if err != nil {
 		return nil, err
 	}
-	return a.labelQuery(ctx, tenant, sets, mint, maxt, func(q storage.Querier, ms []*labels.Matcher) ([]string, error) {
+	return a.labelQuery(ctx, tenant, sets, mint, maxt, func(ctx context.Context, q storage.Querier, ms []*labels.Matcher) ([]string, error) {
 		names, _, err := q.LabelNames(ctx, nil, ms...)
 		return names, err
 	})
@@ -298,17 +302,23 @@ func (a *API) labelValues(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	values, err := a.labelQuery(r.Context(), tenant, sets, mint, maxt, func(q storage.Querier, ms []*labels.Matcher) ([]string, error) {
-		vals, _, err := q.LabelValues(r.Context(), name, nil, ms...)
+	values, err := a.labelQuery(r.Context(), tenant, sets, mint, maxt, func(ctx context.Context, q storage.Querier, ms []*labels.Matcher) ([]string, error) {
+		vals, _, err := q.LabelValues(ctx, name, nil, ms...)
 		return vals, err
 	})
 	respond(w, values, nil, err)
 }
 
-// labelQuery runs f once per matcher set (or once without matchers) and
-// merges the sorted, de-duplicated results.
+// labelQuery runs f once per matcher set (or once without matchers), in a
+// query slot, and merges the sorted, de-duplicated results.
 func (a *API) labelQuery(ctx context.Context, tenant string, sets [][]*labels.Matcher, mint, maxt int64,
-	f func(storage.Querier, []*labels.Matcher) ([]string, error)) ([]string, error) {
+	f func(context.Context, storage.Querier, []*labels.Matcher) ([]string, error)) (_ []string, err error) {
+	ctx, done, err := a.q.begin(ctx)
+	if err != nil {
+		return nil, a.q.finish(ctx, err)
+	}
+	defer done()
+	defer func() { err = a.q.finish(ctx, err) }()
 	queryable, _ := a.q.source.Queryable(tenant)
 	q, err := queryable.Querier(mint, maxt)
 	if err != nil {
@@ -323,7 +333,7 @@ func (a *API) labelQuery(ctx context.Context, tenant string, sets [][]*labels.Ma
 		if err := ctx.Err(); err != nil {
 			return nil, classify(err)
 		}
-		vals, err := f(q, ms)
+		vals, err := f(ctx, q, ms)
 		if err != nil {
 			return nil, &Error{Type: ErrorExec, Err: err}
 		}
@@ -353,28 +363,41 @@ func (a *API) series(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	queryable, _ := a.q.source.Queryable(tenant)
-	q, err := queryable.Querier(mint, maxt)
+	out, err := a.q.series(r.Context(), tenant, sets, mint, maxt)
+	respond(w, out, nil, err)
+}
+
+// series returns the series matching any of sets, in a query slot.
+func (q *Querier) series(ctx context.Context, tenant string, sets [][]*labels.Matcher, mint, maxt int64) (_ []labels.Labels, err error) {
+	ctx, done, err := q.begin(ctx)
 	if err != nil {
-		writeError(w, &Error{Type: ErrorInternal, Err: err})
-		return
+		return nil, q.finish(ctx, err)
 	}
-	defer q.Close()
+	defer done()
+	defer func() { err = q.finish(ctx, err) }()
+	queryable, _ := q.source.Queryable(tenant)
+	sq, err := queryable.Querier(mint, maxt)
+	if err != nil {
+		return nil, &Error{Type: ErrorInternal, Err: err}
+	}
+	defer sq.Close()
 	hints := &storage.SelectHints{Start: mint, End: maxt, Func: "series"}
-	var sets2 []storage.SeriesSet
+	var selected []storage.SeriesSet
 	for _, ms := range sets {
-		sets2 = append(sets2, q.Select(r.Context(), true, hints, ms...))
+		selected = append(selected, sq.Select(ctx, true, hints, ms...))
 	}
-	merged := storage.NewMergeSeriesSet(sets2, 0, storage.ChainedSeriesMerge)
+	merged := storage.NewMergeSeriesSet(selected, 0, storage.ChainedSeriesMerge)
 	out := []labels.Labels{}
 	for merged.Next() {
 		out = append(out, merged.At().Labels())
 	}
 	if err := merged.Err(); err != nil {
-		writeError(w, &Error{Type: ErrorExec, Err: err})
-		return
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &Error{Type: ErrorExec, Err: err}
 	}
-	respond(w, out, nil, nil)
+	return out, nil
 }
 
 // Exemplar is one exemplar in Prometheus' JSON shape.
@@ -410,7 +433,16 @@ func (a *API) exemplars(w http.ResponseWriter, r *http.Request) {
 }
 
 // Exemplars returns the exemplars of the series that expr selects.
-func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end time.Time) ([]ExemplarSeries, error) {
+func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end time.Time) (_ []ExemplarSeries, err error) {
+	if err := q.checkText(expr); err != nil {
+		return nil, q.finish(ctx, err)
+	}
+	ctx, done, err := q.begin(ctx)
+	if err != nil {
+		return nil, q.finish(ctx, err)
+	}
+	defer done()
+	defer func() { err = q.finish(ctx, err) }()
 	e, err := q.parser.ParseExpr(expr)
 	if err != nil {
 		return nil, &Error{Type: ErrorBadData, Err: err}

@@ -71,7 +71,7 @@ func benchQuerier(b *testing.B, services, edges int) *Querier {
 		b.Fatal(err)
 	}
 	b.Logf("%d series, %d samples", len(all), len(all)*241)
-	return NewQuerier(stores{store.DefaultTenant: st}, DefaultOptions(), logger, nil)
+	return NewQuerier(stores{store.DefaultTenant: st}, DefaultConfig(), logger, nil)
 }
 
 // BenchmarkServiceGraph builds the node graph of 1 000 services and

@@ -119,9 +119,13 @@ func edgeKeyOf(l labels.Labels) edgeKey {
 	return edgeKey{l.Get("client"), l.Get("server"), l.Get("connection_type")}
 }
 
-// vector runs an instant query and returns its samples.
+// vector runs an instant query in the caller's slot and returns its
+// samples.
 func (q *Querier) vector(ctx context.Context, tenant, expr string, ts time.Time) (promql.Vector, error) {
-	res, err := q.Instant(ctx, tenant, expr, ts)
+	if err := q.checkText(expr); err != nil {
+		return nil, err
+	}
+	res, err := q.instant(ctx, tenant, expr, ts)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +154,13 @@ func NodeQueries(service string, o GraphOptions) map[string]string {
 // The series are read concurrently, as window rates rather than through
 // PromQL (see window.go), and each histogram once: the bucket rates per
 // edge give the edges' p90 and, summed per server, the nodes' p90.
-func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOptions) (*Graph, error) {
+func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOptions) (_ *Graph, err error) {
+	ctx, done, err := q.begin(ctx)
+	if err != nil {
+		return nil, q.finish(ctx, err)
+	}
+	defer done()
+	defer func() { err = q.finish(ctx, err) }()
 	if o.Depth <= 0 {
 		o.Depth = 2
 	}
@@ -177,6 +187,21 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	if err := win.run(ctx, []windowJob{tbl.number(metricRequests, extra, &requests)}); err != nil {
 		return nil, err
 	}
+	// The columns are sized before they are filled: bound them first.
+	srvBounds, err := bucketBounds(ctx, querier, metricServerSeconds+"_bucket", extra)
+	if err != nil {
+		return nil, err
+	}
+	cliBounds, err := bucketBounds(ctx, querier, metricClientSeconds+"_bucket", extra)
+	if err != nil {
+		return nil, err
+	}
+	perEdge := 6 + len(srvBounds) + len(cliBounds)
+	if n := len(tbl.keys) * perEdge; n > q.cfg.MaxSamples {
+		return nil, refuse(ErrorExec, ReasonTooManySamples,
+			"the service graph would hold %d figures (%d edges × %d series) in memory, over query.max_samples (%d); narrow it with filters",
+			n, len(tbl.keys), perEdge, q.cfg.MaxSamples)
+	}
 	var failed, srvSum, srvCount, cliSum, cliCount []float64
 	jobs := []windowJob{
 		tbl.column(metricFailed, extra, &failed),
@@ -187,14 +212,8 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	}
 	// The buckets are most of the series; one job per bound spreads them
 	// over the cores.
-	srvBuckets, err := tbl.bucketColumns(ctx, querier, metricServerSeconds+"_bucket", extra, &jobs)
-	if err != nil {
-		return nil, err
-	}
-	cliBuckets, err := tbl.bucketColumns(ctx, querier, metricClientSeconds+"_bucket", extra, &jobs)
-	if err != nil {
-		return nil, err
-	}
+	srvBuckets := tbl.bucketColumns(metricServerSeconds+"_bucket", srvBounds, extra, &jobs)
+	cliBuckets := tbl.bucketColumns(metricClientSeconds+"_bucket", cliBounds, extra, &jobs)
 	if err := win.run(ctx, jobs); err != nil {
 		return nil, err
 	}
@@ -306,8 +325,8 @@ type bucketColumns []struct {
 	rates []float64
 }
 
-// bucketColumns adds a job per bucket bound of metric to jobs.
-func (t *edgeTable) bucketColumns(ctx context.Context, querier storage.Querier, metric string, extra []*labels.Matcher, jobs *[]windowJob) (bucketColumns, error) {
+// bucketBounds returns the valid le values of metric's series.
+func bucketBounds(ctx context.Context, querier storage.Querier, metric string, extra []*labels.Matcher) ([]string, error) {
 	les, err := labelValuesIn(ctx, querier, "le", withName(metric, extra...)...)
 	if err != nil {
 		return nil, err
@@ -318,14 +337,19 @@ func (t *edgeTable) bucketColumns(ctx context.Context, querier storage.Querier, 
 			valid = append(valid, le)
 		}
 	}
+	return valid, nil
+}
+
+// bucketColumns adds a job per bucket bound (le value) of metric to jobs.
+func (t *edgeTable) bucketColumns(metric string, les []string, extra []*labels.Matcher, jobs *[]windowJob) bucketColumns {
 	// Sized once: the jobs keep pointers into it.
-	out := make(bucketColumns, len(valid))
-	for i, le := range valid {
+	out := make(bucketColumns, len(les))
+	for i, le := range les {
 		out[i].bound, _ = strconv.ParseFloat(le, 64)
 		only := labels.MustNewMatcher(labels.MatchEqual, "le", le)
 		*jobs = append(*jobs, t.column(metric, append(append([]*labels.Matcher(nil), extra...), only), &out[i].rates))
 	}
-	return out, nil
+	return out
 }
 
 // quantileMs is histogram_quantile over edge i's buckets, in ms; NaN

@@ -22,49 +22,42 @@ type Source interface {
 	Queryable(tenant string) (storage.Queryable, storage.ExemplarQueryable)
 }
 
-// Querier evaluates PromQL for one tenant at a time.
+// Querier evaluates PromQL for one tenant at a time. Every method that
+// reads a store holds one of its query.max_concurrency slots while it runs.
 type Querier struct {
 	engine *promql.Engine
 	source Source
 	parser parser.Parser
+	cfg    Config
+	slots  chan struct{}
 }
 
-// Options of the PromQL engine.
-type Options struct {
-	// Timeout bounds one query.
-	Timeout time.Duration
-	// MaxSamples bounds the samples one query may hold in memory.
-	MaxSamples int
-	// LookbackDelta is how far back an instant selector looks (5m in
-	// Prometheus).
-	LookbackDelta time.Duration
-}
+// noStepSubqueryInterval is the step of a subquery written without one:
+// 1m, Prometheus' default evaluation interval.
+const noStepSubqueryInterval = time.Minute
 
-// DefaultOptions are Prometheus' defaults.
-func DefaultOptions() Options {
-	return Options{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, LookbackDelta: 5 * time.Minute}
-}
-
-// NewQuerier returns a querier over source. reg receives the engine's
-// metrics and may be nil.
-func NewQuerier(source Source, opts Options, logger *slog.Logger, reg prometheus.Registerer) *Querier {
+// NewQuerier returns a querier over source with cfg's limits, which must
+// be valid. reg receives the engine's metrics and may be nil.
+func NewQuerier(source Source, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Querier {
 	p := parser.NewParser(parser.Options{})
 	return &Querier{
 		engine: promql.NewEngine(promql.EngineOpts{
 			Logger:               logger,
 			Reg:                  reg,
-			MaxSamples:           opts.MaxSamples,
-			Timeout:              opts.Timeout,
-			LookbackDelta:        opts.LookbackDelta,
+			MaxSamples:           cfg.MaxSamples,
+			Timeout:              cfg.Timeout,
+			LookbackDelta:        cfg.LookbackDelta,
 			EnableAtModifier:     true,
 			EnableNegativeOffset: true,
-			// Subqueries without a step use 1m, Prometheus' default
-			// evaluation interval.
-			NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
-			Parser:                   p,
+			NoStepSubqueryIntervalFn: func(int64) int64 {
+				return noStepSubqueryInterval.Milliseconds()
+			},
+			Parser: p,
 		}),
 		source: source,
 		parser: p,
+		cfg:    cfg,
+		slots:  make(chan struct{}, cfg.MaxConcurrency),
 	}
 }
 
@@ -77,12 +70,16 @@ const (
 	ErrorInternal  = "internal"
 	ErrorNotFound  = "not_found"
 	ErrorForbidden = "forbidden"
+	// ErrorUnavailable (HTTP 503) is a query refused for want of a slot.
+	ErrorUnavailable = "unavailable"
 )
 
 // Error is a query error with its Prometheus errorType.
 type Error struct {
 	Type string
 	Err  error
+	// reason is the query.* limit that stopped the query, if one did.
+	reason string
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -105,7 +102,7 @@ func classify(err error) error {
 	case errors.As(err, &perr):
 		return &Error{Type: ErrorBadData, Err: err}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Type: ErrorTimeout, Err: err}
+		return &Error{Type: ErrorTimeout, Err: err, reason: ReasonTimeout}
 	case errors.Is(err, context.Canceled):
 		return &Error{Type: ErrorCanceled, Err: err}
 	}
@@ -113,10 +110,13 @@ func classify(err error) error {
 		timeout  promql.ErrQueryTimeout
 		canceled promql.ErrQueryCanceled
 		storage  promql.ErrStorage
+		samples  promql.ErrTooManySamples
 	)
 	switch {
 	case errors.As(err, &timeout):
-		return &Error{Type: ErrorTimeout, Err: err}
+		return &Error{Type: ErrorTimeout, Err: err, reason: ReasonTimeout}
+	case errors.As(err, &samples):
+		return &Error{Type: ErrorExec, Err: err, reason: ReasonTooManySamples}
 	case errors.As(err, &canceled):
 		return &Error{Type: ErrorCanceled, Err: err}
 	case errors.As(err, &storage):
@@ -133,17 +133,28 @@ type Result struct {
 
 // Instant evaluates expr at ts.
 func (q *Querier) Instant(ctx context.Context, tenant, expr string, ts time.Time) (Result, error) {
+	if err := q.checkText(expr); err != nil {
+		return Result{}, q.finish(ctx, err)
+	}
+	ctx, done, err := q.begin(ctx)
+	if err != nil {
+		return Result{}, q.finish(ctx, err)
+	}
+	defer done()
+	res, err := q.instant(ctx, tenant, expr, ts)
+	return res, q.finish(ctx, err)
+}
+
+// instant is Instant in a slot the caller holds, after checkText.
+func (q *Querier) instant(ctx context.Context, tenant, expr string, ts time.Time) (Result, error) {
 	queryable, _ := q.source.Queryable(tenant)
 	qry, err := q.engine.NewInstantQuery(ctx, queryable, nil, expr, ts)
 	if err != nil {
-		return Result{}, classify(err)
+		return Result{}, err
 	}
 	defer qry.Close()
-	return exec(ctx, qry)
+	return q.exec(ctx, qry, span{ts.UnixMilli(), ts.UnixMilli(), 1})
 }
-
-// maxPoints is Prometheus' cap on points per series in a range query.
-const maxPoints = 11000
 
 // Range evaluates expr from start to end every step.
 func (q *Querier) Range(ctx context.Context, tenant, expr string, start, end time.Time, step time.Duration) (Result, error) {
@@ -153,22 +164,40 @@ func (q *Querier) Range(ctx context.Context, tenant, expr string, start, end tim
 	if step <= 0 {
 		return Result{}, badData("zero or negative query resolution step widths are not accepted. Try a positive integer")
 	}
-	if end.Sub(start)/step > maxPoints {
-		return Result{}, badData("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)")
+	if err := q.checkRangeSteps(start, end, step); err != nil {
+		return Result{}, q.finish(ctx, err)
 	}
+	if err := q.checkText(expr); err != nil {
+		return Result{}, q.finish(ctx, err)
+	}
+	ctx, done, err := q.begin(ctx)
+	if err != nil {
+		return Result{}, q.finish(ctx, err)
+	}
+	defer done()
 	queryable, _ := q.source.Queryable(tenant)
 	qry, err := q.engine.NewRangeQuery(ctx, queryable, nil, expr, start, end, step)
 	if err != nil {
-		return Result{}, classify(err)
+		return Result{}, q.finish(ctx, err)
 	}
 	defer qry.Close()
-	return exec(ctx, qry)
+	res, err := q.exec(ctx, qry, span{start.UnixMilli(), end.UnixMilli(), step.Milliseconds()})
+	return res, q.finish(ctx, err)
 }
 
-func exec(ctx context.Context, qry promql.Query) (Result, error) {
+// exec runs a parsed query whose own grid is outer, once its subqueries
+// are known to fit in max_steps. Parsing cannot be interrupted, so a
+// deadline that passed meanwhile is noticed here.
+func (q *Querier) exec(ctx context.Context, qry promql.Query, outer span) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	if err := q.checkSteps(qry, outer); err != nil {
+		return Result{}, err
+	}
 	res := qry.Exec(ctx)
 	if res.Err != nil {
-		return Result{}, classify(res.Err)
+		return Result{}, res.Err
 	}
 	// The value may share memory with the query, which Close releases;
 	// matrices and vectors are copied by the callers' encoders before that.

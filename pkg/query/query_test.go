@@ -131,7 +131,7 @@ func newQuerier(t *testing.T) *Querier {
 	if err := app.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	return NewQuerier(stores{store.DefaultTenant: st}, DefaultOptions(), logger, nil)
+	return NewQuerier(stores{store.DefaultTenant: st}, DefaultConfig(), logger, nil)
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*math.Max(1, math.Abs(b)) }

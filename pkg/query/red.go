@@ -46,7 +46,13 @@ type REDRow struct {
 
 // REDTable computes rate, error percentage and latency percentiles from
 // the span metrics over o's window.
-func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) ([]REDRow, error) {
+func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) (_ []REDRow, err error) {
+	ctx, done, err := q.begin(ctx)
+	if err != nil {
+		return nil, q.finish(ctx, err)
+	}
+	defer done()
+	defer func() { err = q.finish(ctx, err) }()
 	if _, err := q.parseMatchers(o.Matchers); err != nil {
 		return nil, err
 	}

@@ -82,7 +82,7 @@ func TestWindowRatesMatchPromQL(t *testing.T) {
 			if err := app.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			q := NewQuerier(stores{store.DefaultTenant: st}, DefaultOptions(), logger, nil)
+			q := NewQuerier(stores{store.DefaultTenant: st}, DefaultConfig(), logger, nil)
 
 			want := map[string]float64{}
 			res, err := q.Instant(context.Background(), store.DefaultTenant, fmt.Sprintf("rate(c_total[%ds])", int(w.Seconds())), end)

@@ -148,6 +148,15 @@ type Batch struct {
 	spans []Span
 	attrs []KeyValue
 	raw   []byte
+	// spare is a second pooled buffer, which DecodeJSON writes the binary
+	// request into while raw still holds the JSON.
+	spare []byte
+
+	budget   Budget
+	reserved int64
+	// refused: the budget had no room for b, so its memory goes back to
+	// the runtime on Release, not to the pool, where no budget counts it.
+	refused bool
 }
 
 // Lookup returns the value of key among attrs.

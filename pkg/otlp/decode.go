@@ -19,8 +19,10 @@ func GetBatch() *Batch { return pool.Get().(*Batch) }
 // Release returns the batch to the pool. Neither the batch nor any string
 // read from it may be used afterwards.
 func (b *Batch) Release() {
+	b.free(b.reserved)
+	b.budget = nil
 	// A batch that once held a huge request would pin its memory forever.
-	if cap(b.raw) > 64<<20 || cap(b.spans) > 1<<20 {
+	if b.refused || cap(b.raw) > 64<<20 || cap(b.spare) > 64<<20 || cap(b.spans) > 1<<20 {
 		return
 	}
 	b.reset()
@@ -40,10 +42,19 @@ func malformed(format string, args ...any) error {
 
 // DecodeProto decodes an ExportTraceServiceRequest in protobuf wire format
 // into b, which must be empty. The batch keeps data: it must not change until
-// Release.
+// Release. With a budget (Charge), data beyond the batch's own buffer is
+// charged too, and decoding stops with an *OverBudgetError as soon as the
+// decoded form cannot grow.
 func (b *Batch) DecodeProto(data []byte) error {
+	if err := b.reserve(int64(cap(data) - cap(b.raw))); err != nil {
+		return err
+	}
 	b.raw = data
 	if err := b.decodeRequest(data); err != nil {
+		var over *OverBudgetError
+		if errors.As(err, &over) {
+			over.Spans = len(b.spans)
+		}
 		b.reset()
 		return err
 	}
@@ -154,34 +165,43 @@ func (b *Batch) decodeRequest(data []byte) error {
 }
 
 func (b *Batch) decodeResourceSpans(data []byte) error {
+	if len(b.Resources) == cap(b.Resources) {
+		var err error
+		if b.Resources, err = grow(b, b.Resources); err != nil {
+			return err
+		}
+	}
 	b.Resources = append(b.Resources, ResourceSpans{})
 	ri := len(b.Resources) - 1
-	// A resource's attributes must be contiguous in b.attrs, but the resource
-	// field may come after the spans (or twice), so collect them separately.
-	var resources [][]byte
 	spanStart := int32(len(b.spans))
-	for len(data) > 0 {
-		num, typ, v, _, rest, err := field(data)
+	for rest := data; len(rest) > 0; {
+		num, typ, v, _, next, err := field(rest)
 		if err != nil {
 			return err
 		}
-		if typ == protowire.BytesType {
-			switch num {
-			case 1:
-				resources = append(resources, v)
-			case 2:
-				if err := b.decodeScopeSpans(v); err != nil {
-					return err
-				}
+		if num == 2 && typ == protowire.BytesType {
+			if err := b.decodeScopeSpans(v); err != nil {
+				return err
 			}
 		}
-		data = rest
+		rest = next
 	}
+	// A resource's attributes must be contiguous in b.attrs, but the
+	// resource field may come after the spans (or twice): a second pass
+	// reads it, since a list of its occurrences would be memory that no
+	// budget sees.
 	attrStart := int32(len(b.attrs))
-	for _, r := range resources {
-		if err := b.decodeResource(r); err != nil {
+	for rest := data; len(rest) > 0; {
+		num, typ, v, _, next, err := field(rest)
+		if err != nil {
 			return err
 		}
+		if num == 1 && typ == protowire.BytesType {
+			if err := b.decodeResource(v); err != nil {
+				return err
+			}
+		}
+		rest = next
 	}
 	r := &b.Resources[ri]
 	r.attrStart, r.attrEnd = attrStart, int32(len(b.attrs))
@@ -272,6 +292,11 @@ func (b *Batch) decodeSpan(data []byte) error {
 		data = rest
 	}
 	s.attrStart, s.attrEnd = attrStart, int32(len(b.attrs))
+	if len(b.spans) == cap(b.spans) {
+		if b.spans, err = grow(b, b.spans); err != nil {
+			return err
+		}
+	}
 	b.spans = append(b.spans, s)
 	return nil
 }
@@ -327,6 +352,11 @@ func (b *Batch) decodeKeyValue(data []byte) error {
 			}
 		}
 		data = rest
+	}
+	if len(b.attrs) == cap(b.attrs) {
+		if b.attrs, err = grow(b, b.attrs); err != nil {
+			return err
+		}
 	}
 	b.attrs = append(b.attrs, kv)
 	return nil

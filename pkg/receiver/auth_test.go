@@ -26,7 +26,7 @@ func TestAuthAndLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := limits.New(limits.Config{TenantLimits: limits.TenantLimits{SpansPerSecond: 1, Burst: 5, MaxSpansPerRequest: 10, MaxSpanNames: 1}})
+	l, err := limits.New(limits.Config{TenantLimits: limits.TenantLimits{SpansPerSecond: 1, Burst: 5, MaxSpansPerRequest: 10, MaxSpanNames: 1}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

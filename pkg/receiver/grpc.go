@@ -12,11 +12,11 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters may gzip requests.
 	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/spangraph/spangraph/pkg/auth"
-	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
@@ -28,12 +28,17 @@ import (
 type rawRequest struct {
 	batch *otlp.Batch
 	body  []byte
+	// err is the gate's refusal, kept for the handler to answer: an error
+	// returned by the codec would reach the sender as Internal.
+	err error
 }
 
 // rawCodec copies request bytes into a pooled batch buffer for
-// *rawRequest and uses the protobuf codec for everything else.
+// *rawRequest, charged to the gate first, and uses the protobuf codec for
+// everything else.
 type rawCodec struct {
 	proto encoding.CodecV2
+	gate  *gate
 }
 
 func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
@@ -46,7 +51,10 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	// data is freed when Unmarshal returns, so copy it into the pooled
 	// batch's buffer.
 	raw.batch = otlp.GetBatch()
-	raw.body = raw.batch.Buffer()
+	raw.batch.Charge(c.gate)
+	if raw.body, raw.err = raw.batch.BufferFor(data.Len()); raw.err != nil {
+		return nil
+	}
 	for _, part := range data {
 		raw.body = append(raw.body, part.ReadOnlyData()...)
 	}
@@ -80,7 +88,21 @@ var traceServiceDesc = grpc.ServiceDesc{
 
 func (r *Receiver) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(proto.Name)}),
+		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2(proto.Name), gate: r.gate}),
+		// Idle, dead and everlasting connections are closed; with the
+		// stream cap, they bound what one client can hold.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     r.cfg.GRPCMaxConnectionIdle,
+			MaxConnectionAge:      r.cfg.GRPCMaxConnectionAge,
+			MaxConnectionAgeGrace: r.cfg.GRPCMaxConnectionAgeGrace,
+			Time:                  r.cfg.GRPCKeepaliveTime,
+			Timeout:               r.cfg.GRPCKeepaliveTimeout,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             r.cfg.GRPCKeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.MaxConcurrentStreams(uint32(r.cfg.GRPCMaxConcurrentStreams)),
 		// gRPC applies this limit after decompression too, which keeps zip
 		// bombs out; the refusal is ResourceExhausted, from dec in export.
 		grpc.MaxRecvMsgSize(r.cfg.MaxRequestBytes),
@@ -103,6 +125,11 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 	if !ok {
 		return nil, status.Error(codes.Internal, "no tenant: the auth interceptor did not run")
 	}
+	// The transport reads a whole message before the codec can charge it:
+	// when the gate is already full, refuse without reading.
+	if r.gate.full() {
+		return nil, r.refuseFull(protocolGRPC, 0).GRPCStatus().Err()
+	}
 	var raw rawRequest
 	if err := dec(&raw); err != nil {
 		// gRPC reads the message here, so its max_request_bytes refusal
@@ -114,17 +141,25 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 		requestsRejected.WithLabelValues(protocolGRPC, reason).Inc()
 		return nil, err
 	}
-	if err := raw.batch.DecodeProto(raw.body); err != nil {
+	err := raw.err
+	if err == nil {
+		err = raw.batch.DecodeProto(raw.body)
+	}
+	if err != nil {
 		raw.batch.Release()
+		if me := r.refuseMemory(protocolGRPC, err); me != nil {
+			return nil, me.GRPCStatus().Err()
+		}
 		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	rejected, reason, err := r.accept(tenant, protocolGRPC, raw.batch)
 	if err != nil {
 		raw.batch.Release()
-		var le *limits.Error
+		var le Refusal
 		if errors.As(err, &le) {
-			// ResourceExhausted, with RetryInfo when rate limited.
+			// The refusal's own code: ResourceExhausted, with RetryInfo
+			// when a retry can succeed.
 			return nil, le.GRPCStatus().Err()
 		}
 		// Unavailable is what OTLP exporters retry without RetryInfo.

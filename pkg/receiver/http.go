@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 
@@ -15,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/auth"
-	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
@@ -29,9 +29,6 @@ const (
 func (r *Receiver) HTTPHandler() http.Handler {
 	return http.HandlerFunc(r.serveHTTP)
 }
-
-// errTooLarge reports a body over max_request_bytes.
-var errTooLarge = errors.New("request body too large")
 
 func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	// Requests built in process (Grafana's resource adapter) may carry no
@@ -75,9 +72,13 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var body io.Reader = io.LimitReader(req.Body, limit+1)
+	// The buffer is sized, and charged, from Content-Length before the
+	// body is read; a gzip body's size is known only as it inflates.
+	size := int(req.ContentLength)
 	switch enc := req.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
 	case "gzip":
+		size = 0
 		gz, err := gzip.NewReader(body)
 		if err != nil {
 			fail(http.StatusBadRequest, ReasonMalformed, "invalid gzip body: "+err.Error())
@@ -91,32 +92,38 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	b := otlp.GetBatch()
-	buf, err := readAll(body, b.Buffer(), limit)
-	switch {
-	case errors.Is(err, errTooLarge):
-		b.Release()
-		fail(http.StatusRequestEntityTooLarge, ReasonTooLarge,
-			fmt.Sprintf("request body exceeds max_request_bytes (%d) after decompression", limit))
-		return
-	case err != nil:
-		b.Release()
-		fail(http.StatusBadRequest, ReasonMalformed, "reading request body: "+err.Error())
-		return
-	}
-	if asJSON {
-		err = b.DecodeJSON(buf)
-	} else {
-		err = b.DecodeProto(buf)
+	b.Charge(r.gate)
+	buf, err := b.ReadBody(body, size, int(limit))
+	if err == nil {
+		if asJSON {
+			err = b.DecodeJSON(buf)
+		} else {
+			err = b.DecodeProto(buf)
+		}
 	}
 	if err != nil {
 		b.Release()
-		fail(http.StatusBadRequest, ReasonMalformed, err.Error())
+		var timeout net.Error
+		switch me := r.refuseMemory(protocolHTTP, err); {
+		case me != nil:
+			writeRefusal(w, me, asJSON)
+		case errors.Is(err, otlp.ErrTooLarge):
+			fail(http.StatusRequestEntityTooLarge, ReasonTooLarge,
+				fmt.Sprintf("request body exceeds max_request_bytes (%d) after decompression", limit))
+		case errors.As(err, &timeout) && timeout.Timeout():
+			fail(http.StatusRequestTimeout, ReasonReadTimeout,
+				fmt.Sprintf("the request body did not arrive within http_read_timeout (%s)", r.cfg.HTTPReadTimeout))
+		case errors.Is(err, otlp.ErrMalformed):
+			fail(http.StatusBadRequest, ReasonMalformed, err.Error())
+		default:
+			fail(http.StatusBadRequest, ReasonMalformed, "reading request body: "+err.Error())
+		}
 		return
 	}
 	rejected, reason, err := r.accept(tenant, protocolHTTP, b)
 	if err != nil {
 		b.Release()
-		var le *limits.Error
+		var le Refusal
 		if errors.As(err, &le) {
 			if ra := le.RetryAfterHeader(); ra != "" {
 				w.Header().Set("Retry-After", ra)
@@ -146,24 +153,12 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// readAll reads r into buf, failing with errTooLarge past limit bytes.
-func readAll(r io.Reader, buf []byte, limit int64) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if int64(len(buf)) > limit {
-			return buf, errTooLarge
-		}
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
+// writeRefusal answers with a Refusal's status and retry hint.
+func writeRefusal(w http.ResponseWriter, rf Refusal, asJSON bool) {
+	if ra := rf.RetryAfterHeader(); ra != "" {
+		w.Header().Set("Retry-After", ra)
 	}
+	writeStatus(w, rf.HTTPStatus(), rf.Error(), asJSON)
 }
 
 // writeStatus answers with a google.rpc.Status body in the request's

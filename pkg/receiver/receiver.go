@@ -3,10 +3,12 @@
 // queue.
 //
 // A request is answered once its spans are queued, not once they are
-// processed; the queue is bounded in bytes, and when it is full the sender
-// gets HTTP 429 / gRPC Unavailable, which OTLP exporters retry. Spans that
-// are answered with success are never dropped afterwards: Stop drains the
-// queue.
+// processed. Memory is bounded in decoded bytes: a request charges
+// max_queue_bytes while it is read, as it is decoded and while it waits in
+// the queue, and is refused as soon as a charge does not fit, with HTTP 429
+// / gRPC ResourceExhausted and a retry hint, which OTLP exporters retry.
+// Spans that are answered with success are never dropped afterwards: Stop
+// drains the queue.
 package receiver
 
 import (
@@ -25,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/limits"
@@ -35,7 +38,8 @@ import (
 // from it, after it returns.
 type Consumer interface {
 	// Admit is called before a tenant's batch is accepted; an error
-	// refuses the request (503 / Unavailable) with its message.
+	// refuses the request with its message: 503 / Unavailable, or the
+	// answer it chooses if it is a Refusal.
 	Admit(tenant string) error
 	Consume(tenant string, b *otlp.Batch)
 }
@@ -47,7 +51,9 @@ type Config struct {
 	HTTPAddr string `yaml:"-"`
 	// MaxRequestBytes caps a request body, after decompression too.
 	MaxRequestBytes int `yaml:"max_request_bytes"`
-	// MaxQueueBytes caps the decoded requests waiting to be processed.
+	// MaxQueueBytes caps the memory of requests being read, decoded or
+	// waiting to be processed, counted as decoded (default 256 MiB). It is
+	// one budget for the whole receiver.
 	MaxQueueBytes int `yaml:"max_queue_bytes"`
 	// Workers is the number of processing goroutines; 0 means GOMAXPROCS.
 	Workers int `yaml:"workers"`
@@ -56,6 +62,36 @@ type Config struct {
 	IngestionSlack time.Duration `yaml:"ingestion_slack"`
 	// TLS of both OTLP listeners; empty cert_file means plain text.
 	TLS auth.TLSConfig `yaml:"tls"`
+
+	// HTTPReadHeaderTimeout bounds reading a request's headers (default
+	// 10s); HTTPReadTimeout the whole request, body included, so that a
+	// body that trickles in is cut off (default 30s); HTTPWriteTimeout
+	// runs from the end of the headers to the end of the answer, reading
+	// and decoding included (default 1m); HTTPIdleTimeout closes a
+	// keep-alive connection that sends nothing (default 2m).
+	HTTPReadHeaderTimeout time.Duration `yaml:"http_read_header_timeout"`
+	HTTPReadTimeout       time.Duration `yaml:"http_read_timeout"`
+	HTTPWriteTimeout      time.Duration `yaml:"http_write_timeout"`
+	HTTPIdleTimeout       time.Duration `yaml:"http_idle_timeout"`
+	// GRPCMaxConnectionIdle closes a gRPC connection without calls for
+	// that long (default 5m); GRPCMaxConnectionAge closes any after that
+	// long (default 30m), letting calls finish for
+	// GRPCMaxConnectionAgeGrace (default 1m), so that clients reconnect
+	// and spread over instances.
+	GRPCMaxConnectionIdle     time.Duration `yaml:"grpc_max_connection_idle"`
+	GRPCMaxConnectionAge      time.Duration `yaml:"grpc_max_connection_age"`
+	GRPCMaxConnectionAgeGrace time.Duration `yaml:"grpc_max_connection_age_grace"`
+	// GRPCKeepaliveTime is how long a connection may be silent before the
+	// server pings it (default 2m); GRPCKeepaliveTimeout how long it
+	// waits for the answer before closing it (default 20s).
+	GRPCKeepaliveTime    time.Duration `yaml:"grpc_keepalive_time"`
+	GRPCKeepaliveTimeout time.Duration `yaml:"grpc_keepalive_timeout"`
+	// GRPCKeepaliveMinTime: a client that pings more often is
+	// disconnected (default 10s); pings without calls are allowed.
+	GRPCKeepaliveMinTime time.Duration `yaml:"grpc_keepalive_min_time"`
+	// GRPCMaxConcurrentStreams caps the calls in flight on one connection
+	// (default 100).
+	GRPCMaxConcurrentStreams int `yaml:"grpc_max_concurrent_streams"`
 
 	// Auth decides the tenant of a request (nil: X-Scope-OrgID, as
 	// before); Limits applies the per-tenant limits (nil: none). Both are
@@ -70,6 +106,19 @@ func DefaultConfig() Config {
 		MaxRequestBytes: 16 << 20,
 		MaxQueueBytes:   256 << 20,
 		IngestionSlack:  30 * time.Second,
+
+		HTTPReadHeaderTimeout: 10 * time.Second,
+		HTTPReadTimeout:       30 * time.Second,
+		HTTPWriteTimeout:      time.Minute,
+		HTTPIdleTimeout:       2 * time.Minute,
+
+		GRPCMaxConnectionIdle:     5 * time.Minute,
+		GRPCMaxConnectionAge:      30 * time.Minute,
+		GRPCMaxConnectionAgeGrace: time.Minute,
+		GRPCKeepaliveTime:         2 * time.Minute,
+		GRPCKeepaliveTimeout:      20 * time.Second,
+		GRPCKeepaliveMinTime:      10 * time.Second,
+		GRPCMaxConcurrentStreams:  100,
 	}
 }
 
@@ -84,6 +133,29 @@ func (c *Config) Validate(prefix string) error {
 		return fmt.Errorf("%s.workers: must not be negative, got %d", prefix, c.Workers)
 	case c.IngestionSlack <= 0:
 		return fmt.Errorf("%s.ingestion_slack: must be positive, got %s", prefix, c.IngestionSlack)
+	case c.HTTPReadTimeout < c.HTTPReadHeaderTimeout:
+		return fmt.Errorf("%s.http_read_timeout: must be at least http_read_header_timeout (%s), since it covers the headers too, got %s", prefix, c.HTTPReadHeaderTimeout, c.HTTPReadTimeout)
+	case c.HTTPWriteTimeout < c.HTTPReadTimeout:
+		return fmt.Errorf("%s.http_write_timeout: must be at least http_read_timeout (%s), since it runs while the body is read, got %s", prefix, c.HTTPReadTimeout, c.HTTPWriteTimeout)
+	case c.GRPCMaxConcurrentStreams <= 0:
+		return fmt.Errorf("%s.grpc_max_concurrent_streams: must be positive, got %d", prefix, c.GRPCMaxConcurrentStreams)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"http_read_header_timeout", c.HTTPReadHeaderTimeout},
+		{"http_idle_timeout", c.HTTPIdleTimeout},
+		{"grpc_max_connection_idle", c.GRPCMaxConnectionIdle},
+		{"grpc_max_connection_age", c.GRPCMaxConnectionAge},
+		{"grpc_max_connection_age_grace", c.GRPCMaxConnectionAgeGrace},
+		{"grpc_keepalive_time", c.GRPCKeepaliveTime},
+		{"grpc_keepalive_timeout", c.GRPCKeepaliveTimeout},
+		{"grpc_keepalive_min_time", c.GRPCKeepaliveMinTime},
+	} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s.%s: must be positive, got %s", prefix, d.key, d.v)
+		}
 	}
 	return c.TLS.Validate(prefix + ".tls")
 }
@@ -94,6 +166,8 @@ const (
 	ReasonMediaType      = "unsupported_media_type"
 	ReasonTooLarge       = "too_large"
 	ReasonQueueFull      = "queue_full"
+	ReasonMemory         = "memory"
+	ReasonReadTimeout    = "read_timeout"
 	ReasonBadTenant      = "bad_tenant"
 	ReasonBadMethod      = "bad_method"
 	ReasonInvalidID      = "invalid_id"
@@ -120,7 +194,7 @@ var (
 	}, []string{"protocol", "reason"})
 	queueBytes = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "spangraph_receiver_queue_bytes",
-		Help: "Bytes of decoded requests waiting to be processed.",
+		Help: "Bytes of max_queue_bytes reserved by requests being read, decoded or waiting to be processed, counted as decoded.",
 	})
 	queueRequests = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "spangraph_receiver_queue_requests",
@@ -131,7 +205,6 @@ var (
 type job struct {
 	tenant string
 	batch  *otlp.Batch
-	bytes  int64
 }
 
 // Receiver is the OTLP intake.
@@ -142,7 +215,7 @@ type Receiver struct {
 	now      func() time.Time
 
 	queue   chan job
-	bytes   atomic.Int64
+	gate    *gate
 	closeMu sync.RWMutex
 	closed  bool
 	workers sync.WaitGroup
@@ -169,6 +242,7 @@ func New(cfg Config, consumer Consumer, logger *slog.Logger) (*Receiver, error) 
 		logger:   logger,
 		now:      time.Now,
 		queue:    make(chan job, defaultQueueCapacity),
+		gate:     &gate{limit: int64(cfg.MaxQueueBytes)},
 	}, nil
 }
 
@@ -204,7 +278,14 @@ func (r *Receiver) Start() error {
 		r.httpLis = lis
 		mux := http.NewServeMux()
 		mux.Handle("/v1/traces", r.HTTPHandler())
-		r.httpServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
+		r.httpServer = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: r.cfg.HTTPReadHeaderTimeout,
+			ReadTimeout:       r.cfg.HTTPReadTimeout,
+			WriteTimeout:      r.cfg.HTTPWriteTimeout,
+			IdleTimeout:       r.cfg.HTTPIdleTimeout,
+			TLSConfig:         tlsCfg,
+		}
 		if tlsCfg != nil {
 			go func() { _ = r.httpServer.ServeTLS(lis, "", "") }()
 		} else {
@@ -255,11 +336,21 @@ func (r *Receiver) work() {
 	defer r.workers.Done()
 	for j := range r.queue {
 		r.consumer.Consume(j.tenant, j.batch)
-		j.batch.Release()
-		r.bytes.Add(-j.bytes)
-		queueBytes.Sub(float64(j.bytes))
+		j.batch.Release() // gives its memory back to the gate
 		queueRequests.Dec()
 	}
+}
+
+// Refusal is an error that chooses the sender's answer: the limits'
+// errors, and Admit's when it refuses a tenant for a reason the sender can
+// act on (Admit's other errors are 503 / Unavailable).
+type Refusal interface {
+	error
+	HTTPStatus() int
+	// RetryAfterHeader is the Retry-After value, "" when retrying cannot
+	// help.
+	RetryAfterHeader() string
+	GRPCStatus() *status.Status
 }
 
 // errQueueFull and errShuttingDown are retryable refusals.
@@ -273,14 +364,26 @@ var (
 // number of spans refused with the reason to tell the sender. It takes
 // ownership of b unless it returns an error.
 func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int, reason string, err error) {
+	if b.SpanCount == 0 {
+		b.Release()
+		return 0, "", nil
+	}
+	// Before anything is counted under the tenant's name, and not counted
+	// under it when refused: series per tenant stay bounded by max_tenants
+	// whatever ids senders make up.
+	if err := r.consumer.Admit(tenant); err != nil {
+		why := ReasonNotAdmitted
+		var rr interface{ RefusalReason() string }
+		if errors.As(err, &rr) {
+			why = rr.RefusalReason()
+		}
+		r.refuse("", protocol, why, b.SpanCount)
+		return 0, "", fmt.Errorf("%w: %w", errNotAdmitted, err)
+	}
 	rejected, reason = r.validate(tenant, protocol, b)
 	if b.SpanCount == 0 {
 		b.Release()
 		return rejected, reason, nil
-	}
-	if err := r.consumer.Admit(tenant); err != nil {
-		r.refuse(tenant, protocol, ReasonNotAdmitted, b.SpanCount)
-		return 0, "", fmt.Errorf("%w: %v", errNotAdmitted, err)
 	}
 	// After Admit, so that the limits' per-tenant state is bounded by
 	// max_tenants. On error b is unchanged and still the caller's.
@@ -302,28 +405,19 @@ func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int,
 			return rejected, reason, nil
 		}
 	}
-	cost := batchCost(b)
-	if r.bytes.Add(cost) > int64(r.cfg.MaxQueueBytes) {
-		r.bytes.Add(-cost)
-		r.refuse(tenant, protocol, ReasonQueueFull, b.SpanCount)
-		return 0, "", errQueueFull
-	}
 	r.closeMu.RLock()
 	defer r.closeMu.RUnlock()
 	if r.closed {
-		r.bytes.Add(-cost)
 		r.refuse(tenant, protocol, ReasonShuttingDown, b.SpanCount)
 		return 0, "", errShuttingDown
 	}
 	n := b.SpanCount
 	select {
-	case r.queue <- job{tenant: tenant, batch: b, bytes: cost}:
+	case r.queue <- job{tenant: tenant, batch: b}:
 	default:
-		r.bytes.Add(-cost)
 		r.refuse(tenant, protocol, ReasonQueueFull, n)
 		return 0, "", errQueueFull
 	}
-	queueBytes.Add(float64(cost))
 	queueRequests.Inc()
 	r.received.Add(int64(n))
 	spansReceived.WithLabelValues(tenant, protocol).Add(float64(n))
@@ -333,12 +427,6 @@ func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int,
 func (r *Receiver) refuse(tenant, protocol, reason string, spans int) {
 	requestsRejected.WithLabelValues(protocol, reason).Inc()
 	spansRejected.WithLabelValues(tenant, protocol, reason).Add(float64(spans))
-}
-
-// batchCost estimates the memory a queued batch holds.
-func batchCost(b *otlp.Batch) int64 {
-	const perSpan = 256 // decoded span plus a few attributes
-	return int64(cap(b.Buffer())) + int64(b.SpanCount)*perSpan
 }
 
 // validate removes spans with malformed ids or end times outside the

@@ -272,15 +272,20 @@ func TestBackpressure(t *testing.T) {
 	}
 }
 
-// batchCostFor decodes body to learn what the queue charges for it.
+// batchCostFor reads and decodes body as the HTTP handler does, into a
+// new batch, to learn what the gate charges for it.
 func batchCostFor(t *testing.T, body []byte) int64 {
-	b := otlp.GetBatch()
+	b := new(otlp.Batch)
+	b.Charge(&gate{limit: 1 << 40})
 	defer b.Release()
-	buf := append(b.Buffer(), body...)
-	if err := b.DecodeProto(buf); err != nil {
+	buf, err := b.ReadBody(bytes.NewReader(body), len(body), len(body))
+	if err == nil {
+		err = b.DecodeProto(buf)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	return batchCost(b)
+	return b.Reserved()
 }
 
 func TestGRPC(t *testing.T) {

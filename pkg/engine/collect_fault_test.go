@@ -37,7 +37,9 @@ func consume(t *testing.T, e *Engine, service string) {
 // stored returns the last stored value of service's calls counter, or -1.
 func stored(t *testing.T, e *Engine, service string) float64 {
 	t.Helper()
-	q, err := e.Tenant(store.DefaultTenant).Store.Querier(0, time.Now().Add(time.Hour).UnixMilli())
+	// Through Queryable, as queries read: it opens a tenant on disk.
+	queryable, _ := e.Queryable(store.DefaultTenant)
+	q, err := queryable.Querier(0, time.Now().Add(time.Hour).UnixMilli())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,11 +16,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/prometheus/prometheus/model/exemplar"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/storage"
 
 	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/budget"
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
@@ -64,6 +61,7 @@ type Instance struct {
 	RemoteWrite *remotewrite.Writer
 
 	lastCollection atomic.Int64 // unix ms
+	slot           *slot
 }
 
 // LastCollection returns the time of the last successful collection.
@@ -82,9 +80,17 @@ type Engine struct {
 	promReg  prometheus.Registerer
 	receiver *receiver.Receiver
 	auth     *auth.Authenticator
+	limits   *limits.Limits
+	now      func() time.Time // the clock of idle timeouts; tests move it
 
-	mu      sync.RWMutex
-	tenants map[string]*Instance
+	mu         sync.RWMutex
+	slots      map[string]*slot        // open tenants, and those being opened or closed
+	quarantine map[string]*quarantined // tenants whose store cannot be opened
+	closing    bool                    // Stop is closing the stores: no more opens
+
+	// seriesPool is memory_limit's share for active series, drawn on by
+	// every tenant's registry.
+	seriesPool *budget.Pool
 
 	// collectMu is held around each collection, so that remote write can
 	// switch from catching up to live shipping between two collections.
@@ -104,27 +110,46 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 		return nil, err
 	}
 	e := &Engine{
-		cfg:     cfg,
-		logger:  logger,
-		promReg: promReg,
-		tenants: map[string]*Instance{},
-		stop:    make(chan struct{}),
+		cfg:        cfg,
+		logger:     logger,
+		promReg:    promReg,
+		now:        time.Now,
+		slots:      map[string]*slot{},
+		quarantine: map[string]*quarantined{},
+		stop:       make(chan struct{}),
+		seriesPool: budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Series),
 	}
 	rc := cfg.Receiver
 	rc.GRPCAddr, rc.HTTPAddr = cfg.OTLPGRPC, cfg.OTLPHTTP
 	if rc.Auth, err = auth.New(cfg.Auth); err != nil {
 		return nil, err
 	}
-	if rc.Limits, err = limits.New(cfg.Limits); err != nil {
+	if rc.Limits, err = limits.New(cfg.Limits, cfg.Registry.StaleDuration); err != nil {
 		return nil, err
 	}
 	e.auth = rc.Auth
+	e.limits = rc.Limits
 	r, err := receiver.New(rc, e, logger.With("component", "receiver"))
 	if err != nil {
 		return nil, err
 	}
 	e.receiver = r
 	return e, nil
+}
+
+// LimitProcessMemory makes memory_limit the Go runtime's soft limit
+// (unless GOMEMLIMIT is set) and logs how the budget is divided. The
+// front doors call it once: the limit is the process's, not an engine's.
+func (e *Engine) LimitProcessMemory() {
+	limit := e.cfg.MemoryLimit
+	shares := budget.Split(limit)
+	runtime := "GOMEMLIMIT from the environment"
+	if budget.SetRuntimeLimit(limit) {
+		runtime = "GOMEMLIMIT=" + limit.String()
+	}
+	e.logger.Info("memory budget", "memory_limit", limit.String(), "runtime", runtime,
+		"requests", shares.Requests.String(), "half_edges", shares.Edges.String(),
+		"series", shares.Series.String(), "queries", shares.Queries.String())
 }
 
 // Authenticator returns the tenants' credentials (nil when auth is off),
@@ -137,8 +162,11 @@ func (e *Engine) Receiver() *receiver.Receiver { return e.receiver }
 // Config returns the engine's config.
 func (e *Engine) Config() config.Config { return e.cfg }
 
-// Start opens the stores of the tenants found on disk, so that their data
-// is queryable at once, then starts the receiver and the collection loop.
+// Start checks data_dir, then starts the receiver and the collection
+// loop. The stores of the tenants found on disk are not opened here: each
+// opens on its first span or query, so that a start costs nothing per
+// tenant, more tenants than max_tenants may have data, and one damaged
+// store stops only its own tenant.
 func (e *Engine) Start() error {
 	if err := store.CheckDataDir(e.cfg.DataDir); err != nil {
 		return err
@@ -147,13 +175,9 @@ func (e *Engine) Start() error {
 	if err != nil {
 		return fmt.Errorf("data_dir %s: %w", e.cfg.DataDir, err)
 	}
-	for _, t := range tenants {
-		if _, err := e.instance(t); err != nil {
-			return err
-		}
-	}
+	e.logger.Info("tenants with a store on disk; each opens on its first span or query", "tenants", len(tenants),
+		"max_tenants", e.cfg.MaxTenants, "tenant_idle_timeout", e.cfg.TenantIdleTimeout)
 	if err := e.receiver.Start(); err != nil {
-		e.closeStores()
 		return err
 	}
 	e.loops.Add(2)
@@ -161,6 +185,10 @@ func (e *Engine) Start() error {
 	// Service-graph edges whose wait is over are settled every second;
 	// each call only touches what is due.
 	go e.every(time.Second, e.expireAll)
+	if idle := e.cfg.TenantIdleTimeout; idle > 0 {
+		e.loops.Add(1)
+		go e.every(min(max(idle/4, 100*time.Millisecond), time.Minute), e.evictIdle)
+	}
 	return nil
 }
 
@@ -173,16 +201,61 @@ func (e *Engine) Stop(ctx context.Context) {
 	e.receiver.Stop(ctx)
 	close(e.stop)
 	e.loops.Wait()
+	insts := e.closeSlots()
+	// Queries still reading finish first (within ctx): none may read a
+	// closed store.
+	for e.inUse() && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 	// Edges still waiting for their other half are saved, to wait on
 	// after the next start; if they cannot be, they are settled now
 	// (virtual or unpaired) rather than lost with the process.
-	for _, inst := range e.instances() {
+	for _, inst := range insts {
 		if inst.ServiceGraph != nil {
 			e.savePending(inst)
 		}
 	}
 	e.collectAll()
-	e.closeStores()
+	e.closeStores(insts)
+}
+
+// inUse reports whether an open tenant has a user (a query).
+func (e *Engine) inUse() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, s := range e.slots {
+		if s.refs.Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// closeSlots stops tenants from opening, waits for those being opened or
+// closed, and returns the open ones.
+func (e *Engine) closeSlots() []*Instance {
+	e.mu.Lock()
+	e.closing = true
+	for {
+		var busy chan struct{}
+		for _, s := range e.slots {
+			if s.state != slotOpen {
+				busy = s.done
+			}
+		}
+		if busy == nil {
+			break
+		}
+		e.mu.Unlock()
+		<-busy
+		e.mu.Lock()
+	}
+	defer e.mu.Unlock()
+	out := make([]*Instance, 0, len(e.slots))
+	for _, s := range e.slots {
+		out = append(out, s.inst)
+	}
+	return out
 }
 
 // pendingFile is where a tenant's waiting half edges are kept between a
@@ -216,77 +289,52 @@ func (e *Engine) restorePending(inst *Instance) {
 	}
 }
 
-func (e *Engine) closeStores() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (e *Engine) closeStores(insts []*Instance) {
 	// Writers flush (up to their deadline each, so in parallel) before
 	// their stores close under them.
 	var wg sync.WaitGroup
-	for _, inst := range e.tenants {
+	for _, inst := range insts {
 		if inst.RemoteWrite != nil {
 			wg.Add(1)
 			go func() { defer wg.Done(); inst.RemoteWrite.Stop() }()
 		}
 	}
 	wg.Wait()
-	for _, inst := range e.tenants {
+	for _, inst := range insts {
 		if err := inst.Store.Close(); err != nil {
 			e.logger.Error("closing store", "tenant", inst.Tenant, "err", err)
 		}
 	}
 }
 
-// Admit makes sure the tenant's pipeline exists before the receiver
+// Admit makes sure the tenant's pipeline is open before the receiver
 // accepts its spans, so that a failure is the sender's error, not a loss.
+// Refusals for max_tenants and quarantine are *TenantError.
 func (e *Engine) Admit(tenant string) error {
-	_, err := e.instance(tenant)
-	return err
+	inst, err := e.acquire(tenant, forSpans)
+	if err != nil {
+		return err
+	}
+	e.release(inst)
+	return nil
 }
 
 // Consume feeds a batch to the tenant's processors.
 func (e *Engine) Consume(tenant string, b *otlp.Batch) {
-	inst, err := e.instance(tenant)
+	inst, err := e.acquire(tenant, forAccepted)
 	if err != nil {
-		// Admit succeeded for this tenant, so this cannot happen short of
-		// a store closed under us at shutdown.
+		// Admit succeeded for this tenant; its store has since been
+		// closed for being idle and cannot be opened again.
 		e.logger.Error("dropping batch", "tenant", tenant, "spans", b.SpanCount, "err", err)
 		return
 	}
+	defer e.release(inst)
 	if inst.SpanMetrics != nil {
 		inst.SpanMetrics.Push(b)
 	}
 	if inst.ServiceGraph != nil {
 		inst.ServiceGraph.Push(b)
 	}
-}
-
-// ErrTooManyTenants is returned when max_tenants is reached.
-var ErrTooManyTenants = errors.New("max_tenants reached")
-
-func (e *Engine) instance(tenant string) (*Instance, error) {
-	e.mu.RLock()
-	inst := e.tenants[tenant]
-	e.mu.RUnlock()
-	if inst != nil {
-		return inst, nil
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if inst := e.tenants[tenant]; inst != nil {
-		return inst, nil
-	}
-	if e.stopped.Load() {
-		return nil, errors.New("engine is stopping")
-	}
-	if len(e.tenants) >= e.cfg.MaxTenants {
-		return nil, fmt.Errorf("%w (%d): tenant %q refused", ErrTooManyTenants, e.cfg.MaxTenants, tenant)
-	}
-	inst, err := e.newInstance(tenant)
-	if err != nil {
-		return nil, err
-	}
-	e.tenants[tenant] = inst
-	return inst, nil
 }
 
 func (e *Engine) newInstance(tenant string) (*Instance, error) {
@@ -298,6 +346,10 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 		return nil, err
 	}
 	reg := registry.New(e.cfg.Registry)
+	reg.UsePool(e.seriesPool)
+	// A series reborn after a restart or an idle close gets its leading
+	// zero after its last stored sample, so that the reset shows.
+	reg.SetZeroFloor(st.NewestSample())
 	inst := &Instance{Tenant: tenant, Registry: reg, Store: st}
 	if e.cfg.SpanMetrics.Enabled {
 		if inst.SpanMetrics, err = spanmetrics.New(e.cfg.SpanMetrics, reg); err != nil {
@@ -333,48 +385,15 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 	return inst, nil
 }
 
-// Tenant returns a tenant's instance, or nil when it has no data.
+// Tenant returns a tenant's instance, or nil when it is not open (see
+// TenantStatus).
 func (e *Engine) Tenant(tenant string) *Instance {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return e.tenants[tenant]
-}
-
-// Tenants returns the tenant ids, sorted.
-func (e *Engine) Tenants() []string {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	out := make([]string, 0, len(e.tenants))
-	for t := range e.tenants {
-		out = append(out, t)
+	if s := e.slots[tenant]; s != nil && s.state == slotOpen {
+		return s.inst
 	}
-	sort.Strings(out)
-	return out
-}
-
-// Queryable returns the store of a tenant for reading; a tenant without
-// data reads as empty rather than as an error, as in Prometheus.
-func (e *Engine) Queryable(tenant string) (storage.Queryable, storage.ExemplarQueryable) {
-	if inst := e.Tenant(tenant); inst != nil {
-		return inst.Store, inst.Store
-	}
-	return emptyQueryable{}, emptyQueryable{}
-}
-
-type emptyQueryable struct{}
-
-func (emptyQueryable) Querier(int64, int64) (storage.Querier, error) {
-	return storage.NoopQuerier(), nil
-}
-
-func (emptyQueryable) ExemplarQuerier(context.Context) (storage.ExemplarQuerier, error) {
-	return noExemplars{}, nil
-}
-
-type noExemplars struct{}
-
-func (noExemplars) Select(int64, int64, ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
-	return nil, nil
+	return nil
 }
 
 // every runs f every d until the engine stops.
@@ -393,47 +412,70 @@ func (e *Engine) every(d time.Duration, f func()) {
 }
 
 func (e *Engine) expireAll() {
-	for _, inst := range e.instances() {
+	insts := e.acquireOpen()
+	defer e.releaseAll(insts)
+	for _, inst := range insts {
 		if inst.ServiceGraph != nil {
 			inst.ServiceGraph.Expire()
 		}
 	}
 }
 
-func (e *Engine) instances() []*Instance {
+// acquireOpen returns the open instances with a reference each, so that
+// none closes while a loop works on it.
+func (e *Engine) acquireOpen() []*Instance {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	out := make([]*Instance, 0, len(e.tenants))
-	for _, inst := range e.tenants {
-		out = append(out, inst)
+	out := make([]*Instance, 0, len(e.slots))
+	for _, s := range e.slots {
+		if s.state == slotOpen {
+			s.refs.Add(1)
+			out = append(out, s.inst)
+		}
 	}
 	return out
+}
+
+func (e *Engine) releaseAll(insts []*Instance) {
+	for _, inst := range insts {
+		e.release(inst)
+	}
 }
 
 // collectAll writes every tenant's series. The timestamp is taken under
 // collectMu, not from the ticker, so that a collection is never stamped
 // before a remote-write switch-over that delayed it.
 func (e *Engine) collectAll() {
+	insts := e.acquireOpen()
+	defer e.releaseAll(insts)
 	e.collectMu.Lock()
 	defer e.collectMu.Unlock()
-	// Two collections in one millisecond (the last one at shutdown right
-	// after a tick, or tests) would write a second, different value at
-	// the same timestamp, which the store refuses.
+	now := e.collectTime()
+	for _, inst := range insts {
+		e.collect(inst, now)
+	}
+}
+
+// collectTime returns the timestamp of a collection; collectMu must be
+// held. Two collections in one millisecond (the last one at shutdown
+// right after a tick, an idle tenant's last one, or tests) would write a
+// second, different value at the same timestamp, which the store refuses.
+func (e *Engine) collectTime() time.Time {
 	now := time.Now()
 	if now.UnixMilli() <= e.lastCollect.UnixMilli() {
 		now = e.lastCollect.Add(time.Millisecond)
 	}
 	e.lastCollect = now
-	for _, inst := range e.instances() {
-		e.collect(inst, now)
-	}
+	return now
 }
 
 // Collect writes every tenant's series now; tests use it instead of
 // waiting for the interval.
 func (e *Engine) Collect() { e.collectAll() }
 
-func (e *Engine) collect(inst *Instance, now time.Time) {
+// collect writes one tenant's series and reports whether they were
+// committed.
+func (e *Engine) collect(inst *Instance, now time.Time) bool {
 	app := inst.Store.Appender(context.Background())
 	stats, err := inst.Registry.Collect(app, now)
 	if err == nil {
@@ -451,7 +493,7 @@ func (e *Engine) collect(inst *Instance, now time.Time) {
 			msg = "collection failed (full disk?): free space in data_dir; the series stay in memory and the next collection retries"
 		}
 		e.logger.Error(msg, "tenant", inst.Tenant, "data_dir", e.cfg.DataDir, "err", err)
-		return
+		return false
 	}
 	inst.lastCollection.Store(now.UnixMilli())
 	if inst.RemoteWrite != nil {
@@ -459,4 +501,5 @@ func (e *Engine) collect(inst *Instance, now time.Time) {
 	}
 	e.logger.Debug("collected", "tenant", inst.Tenant, "samples", stats.Samples,
 		"active_series", stats.ActiveSeries, "removed", stats.Removed, "took", stats.Duration)
+	return true
 }

@@ -52,6 +52,10 @@ func TestPendingEdgesSurviveRestart(t *testing.T) {
 
 	e = newTestEngine(t, dir, &log)
 	defer e.Stop(t.Context())
+	// Tenants open on demand; the saved half edges come back when it does.
+	if err := e.Admit(store.DefaultTenant); err != nil {
+		t.Fatal(err)
+	}
 	sg := e.Tenant(store.DefaultTenant).ServiceGraph
 	if st := sg.Stats(); st.Pending != 5 {
 		t.Fatalf("after restart: %+v; want 5 pending", st)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
+	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/store"
 )
@@ -57,9 +58,17 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 		parts = append(parts, "no spans received in the last "+describeWindow(over)+": "+i.howToSend())
 	}
 
-	if inst := i.svc.eng.Tenant(i.settings.Tenant); inst == nil {
+	inst := i.svc.eng.Tenant(i.settings.Tenant)
+	switch st := i.svc.eng.TenantStatus(i.settings.Tenant); {
+	case st.State == engine.TenantQuarantined:
+		ok = false
+		parts = append(parts, st.Problem)
+	case inst == nil && st.State == engine.TenantClosed:
+		parts = append(parts, fmt.Sprintf("tenant %q is closed, idle for tenant_idle_timeout (%s): its data is on disk and it opens on its next span or query",
+			i.settings.Tenant, cfg.TenantIdleTimeout))
+	case inst == nil:
 		parts = append(parts, fmt.Sprintf("tenant %q has no data yet", i.settings.Tenant))
-	} else {
+	default:
 		parts = append(parts, fmt.Sprintf("%d active series", inst.Registry.ActiveSeries()))
 		last := inst.LastCollection()
 		switch age := time.Since(last); {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/grafana/dskit/tenant"
@@ -35,6 +37,7 @@ type Options struct {
 type Store struct {
 	tenant string
 	db     *tsdb.DB
+	reg    *ownRegisterer // nil without a registerer
 }
 
 // ValidateTenant refuses ids that are not safe as directory names or as
@@ -95,17 +98,98 @@ func Open(dataDir, tenantID string, opts Options, logger *slog.Logger, reg prome
 		o.EnableExemplarStorage = true
 		o.MaxExemplars = opts.MaxExemplars
 	}
+	var own *ownRegisterer
+	var dbReg prometheus.Registerer
 	if reg != nil {
-		reg = prometheus.WrapRegistererWith(prometheus.Labels{"tenant": tenantID}, reg)
+		own = &ownRegisterer{Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"tenant": tenantID}, reg)}
+		dbReg = own
 	}
 	start := time.Now()
-	db, err := tsdb.Open(dir, logger.With("tenant", tenantID), reg, o, nil)
+	db, err := tsdb.Open(dir, logger.With("tenant", tenantID), dbReg, o, nil)
 	if err != nil {
-		return nil, fmt.Errorf("opening the store of tenant %q in %s: %w", tenantID, dir, err)
+		// tsdb registers its metrics before it reads the WAL and blocks;
+		// left registered, they would make the next attempt panic.
+		own.unregisterAll()
+		damage, _ := Diagnose(dataDir, tenantID)
+		return nil, &OpenError{Tenant: tenantID, DataDir: dataDir, Err: err, Damage: damage}
 	}
 	logger.Info("store open", "tenant", tenantID, "dir", dir, "took", time.Since(start).Round(time.Millisecond),
 		"series", db.Head().NumSeries())
-	return &Store{tenant: tenantID, db: db}, nil
+	return &Store{tenant: tenantID, db: db, reg: own}, nil
+}
+
+// OpenError is a tenant store that cannot be opened, with the parts found
+// damaged and the command that moves them aside.
+type OpenError struct {
+	Tenant  string
+	DataDir string
+	// Err is tsdb's error.
+	Err error
+	// Damage lists what Diagnose found; empty when the cause is not a
+	// damaged file (permissions, a full disk...).
+	Damage []Damage
+}
+
+func (e *OpenError) Error() string {
+	msg := fmt.Sprintf("the store of tenant %q in %s cannot be opened: %v", e.Tenant, Dir(e.DataDir, e.Tenant), e.Err)
+	if len(e.Damage) == 0 {
+		return msg + "; no damaged file was found: if the cause is outside the store (permissions, disk), fix it and the tenant is retried; " +
+			"otherwise stop sending to it and run " + e.RepairCommand() + " --whole to move its whole store aside"
+	}
+	parts := make([]string, len(e.Damage))
+	for i, d := range e.Damage {
+		parts[i] = d.String()
+	}
+	return msg + "; damaged: " + strings.Join(parts, ", ") + "; run " + e.RepairCommand() +
+		" to move the damaged parts to " + filepath.Join(e.DataDir, QuarantineDir) + " (kept for inspection); the tenant then opens with what is left"
+}
+
+// Unwrap returns tsdb's error.
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// RepairCommand is the command line that repairs the tenant.
+func (e *OpenError) RepairCommand() string {
+	return fmt.Sprintf("spangraph repair --tenant %s --data-dir %s", e.Tenant, e.DataDir)
+}
+
+// ownRegisterer remembers what the database registers, so that closing it
+// (or failing to open it) unregisters it again: a tenant is opened again
+// after an eviction, and tsdb registers with MustRegister, which panics on
+// a duplicate.
+type ownRegisterer struct {
+	prometheus.Registerer
+	mu         sync.Mutex
+	collectors []prometheus.Collector
+}
+
+func (r *ownRegisterer) Register(c prometheus.Collector) error {
+	if err := r.Registerer.Register(c); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.collectors = append(r.collectors, c)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *ownRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r *ownRegisterer) unregisterAll() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.collectors {
+		r.Registerer.Unregister(c)
+	}
+	r.collectors = nil
 }
 
 // Tenant returns the tenant id.
@@ -126,8 +210,41 @@ func (s *Store) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, e
 // reads.
 func (s *Store) WALDir() string { return filepath.Join(s.db.Dir(), "wal") }
 
-// Close flushes and closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database and unregisters its metrics. The head is not
+// compacted: the WAL (and the head chunks on disk) bring it back at the
+// next Open.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	s.reg.unregisterAll()
+	return err
+}
+
+// NewestSample returns the time (unix ms) of the newest sample stored, in
+// the head or in a block, or 0 when there is none.
+func (s *Store) NewestSample() int64 {
+	newest := int64(0)
+	if h := s.db.Head(); h.NumSeries() > 0 {
+		newest = h.MaxTime()
+	}
+	for _, b := range s.db.Blocks() {
+		newest = max(newest, b.Meta().MaxTime)
+	}
+	return newest
+}
+
+// HeadSeries returns the number of series in memory.
+func (s *Store) HeadSeries() uint64 { return s.db.Head().NumSeries() }
+
+// Exists reports whether tenantID has a database directory under dataDir,
+// so that a query can open a tenant that has data without creating one
+// for every id it is asked about.
+func Exists(dataDir, tenantID string) bool {
+	if ValidateTenant(tenantID) != nil {
+		return false
+	}
+	fi, err := os.Stat(Dir(dataDir, tenantID))
+	return err == nil && fi.IsDir()
+}
 
 // ListTenants returns the tenants that have a database under dataDir, so
 // that their data is queryable after a restart before they send anything.

@@ -30,6 +30,7 @@ func TestServeHardening(t *testing.T) {
 		"corrupt_wal":                    testCorruptWAL,
 		"unwritable_data_dir":            testUnwritableDataDir,
 		"disk_full":                      testDiskFull,
+		"tenant_lifecycle":               testTenantLifecycle,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -137,6 +138,7 @@ func testCorruptWAL(t *testing.T, bin string) {
 			corrupt(t, seg, off, 16)
 
 			srv2 := startServer(t, bin, dataDir)
+			calls(t, srv2.http, "before-1") // the store opens on its first query
 			waitLog(t, srv2, `(?i)corruption repair|attempting repair`)
 			if !strings.Contains(srv2.log.String(), "store open") {
 				t.Errorf("no store open line after the repair")

@@ -77,7 +77,7 @@ func BenchmarkSpanNamesApply(b *testing.B) {
 	for _, cluster := range []bool{false, true} {
 		b.Run("cluster="+strconv.FormatBool(cluster), func(b *testing.B) {
 			batch := shopBatch(b)
-			n := NewSpanNames(func(string) (int, bool) { return 10_000, cluster })
+			n := NewSpanNames(func(string) (int, bool) { return 10_000, cluster }, 0)
 			n.Apply("bench", batch)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -92,7 +92,7 @@ func BenchmarkSpanNamesApply(b *testing.B) {
 			names[i] = "GET /users/" + strconv.Itoa(i) + "/orders/9f86d081884c7d65"
 		}
 		batch := batchOf(b, namedSpans(names...))
-		n := NewSpanNames(func(string) (int, bool) { return 10_000, true })
+		n := NewSpanNames(func(string) (int, bool) { return 10_000, true }, 0)
 		b.ReportAllocs()
 		for b.Loop() {
 			// Apply rewrites the names; put the raw ones back so that every

@@ -115,7 +115,7 @@ func sortedKeys(m map[string]string) []string {
 
 func mustNew(t testing.TB, cfg Config) *Limits {
 	t.Helper()
-	l, err := New(cfg)
+	l, err := New(cfg, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"time"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/store"
@@ -164,8 +165,10 @@ type Limits struct {
 	names *SpanNames
 }
 
-// New validates cfg and returns the limits it describes.
-func New(cfg Config) (*Limits, error) {
+// New validates cfg and returns the limits it describes. Span names not
+// seen for spanNameTTL (the registry's stale_duration: their series are
+// gone by then) make room for new ones; 0 keeps them for good.
+func New(cfg Config, spanNameTTL time.Duration) (*Limits, error) {
 	if err := cfg.Validate("limits"); err != nil {
 		return nil, err
 	}
@@ -183,7 +186,7 @@ func New(cfg Config) (*Limits, error) {
 	l.names = NewSpanNames(func(tenant string) (int, bool) {
 		tl := l.For(tenant)
 		return tl.MaxSpanNames, tl.SpanNameClustering
-	})
+	}, spanNameTTL)
 	return l, nil
 }
 

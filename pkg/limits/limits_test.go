@@ -53,7 +53,7 @@ func TestConfigValidate(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
 			}
-			if _, err := New(tc.cfg); err == nil {
+			if _, err := New(tc.cfg, 0); err == nil {
 				t.Fatal("New accepted an invalid config")
 			}
 		})

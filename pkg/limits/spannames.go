@@ -3,6 +3,8 @@ package limits
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
 )
@@ -45,8 +47,16 @@ const (
 // of a batch point into its request buffer, which is reused). A known
 // name costs one map read under a read lock; only a batch with a new name
 // takes the write lock.
+//
+// Names age out: a name not seen for the TTL (the registry's
+// stale_duration, after which its series are gone too) leaves the set
+// when a new name finds the set full. Without that, a burst of unique
+// names would fill the set once and turn every later new name into
+// OverflowSpanName until a restart.
 type SpanNames struct {
 	limit func(tenant string) (maxNames int, cluster bool)
+	ttl   time.Duration
+	now   func() time.Time
 
 	mu      sync.RWMutex
 	tenants map[string]*nameSet
@@ -54,16 +64,36 @@ type SpanNames struct {
 
 type nameSet struct {
 	mu sync.RWMutex
-	// names maps a name to its owned copy, which replaces the span's
+	// names maps a name to its entry, whose owned copy replaces the span's
 	// name: a clustered name built in a scratch buffer is then looked up
 	// (m[string(buf)] does not allocate) and assigned without allocating.
-	names map[string]string
+	names map[string]*nameEntry
+	// pruned is when stale names were last looked for (unix seconds),
+	// guarded by mu; a full set looks at most once per pruneEvery.
+	pruned int64
+}
+
+// nameEntry is a stored name and when it was last seen (unix seconds).
+// lastSeen is written at most once a second per name, so the read-locked
+// fast path rarely writes shared memory.
+type nameEntry struct {
+	owned    string
+	lastSeen atomic.Int64
+}
+
+// touch records that the name was seen at now (unix seconds).
+func (e *nameEntry) touch(now int64) {
+	if e.lastSeen.Load() != now {
+		e.lastSeen.Store(now)
+	}
 }
 
 // NewSpanNames returns span-name sets whose limits come from limit: the
-// tenant's max_span_names (0 = unlimited) and span_name_clustering.
-func NewSpanNames(limit func(tenant string) (maxNames int, cluster bool)) *SpanNames {
-	return &SpanNames{limit: limit, tenants: map[string]*nameSet{}}
+// tenant's max_span_names (0 = unlimited) and span_name_clustering. Names
+// unseen for ttl make room for new ones once the set is full; ttl 0
+// keeps every name for the life of the process.
+func NewSpanNames(limit func(tenant string) (maxNames int, cluster bool), ttl time.Duration) *SpanNames {
+	return &SpanNames{limit: limit, ttl: ttl, now: time.Now, tenants: map[string]*nameSet{}}
 }
 
 // Len returns the number of names stored for tenant.
@@ -89,7 +119,7 @@ func (n *SpanNames) set(tenant string) *nameSet {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if set = n.tenants[tenant]; set == nil {
-		set = &nameSet{names: map[string]string{}}
+		set = &nameSet{names: map[string]*nameEntry{}}
 		n.tenants[tenant] = set
 	}
 	return set
@@ -113,6 +143,7 @@ func (n *SpanNames) Apply(tenant string, b *otlp.Batch) (overflowed int) {
 		capacity, overflow = internCap, false
 	}
 	set := n.set(tenant)
+	now := n.now().Unix()
 	// Scratch for clustered names: on the stack for names up to its size
 	// (almost all of them), so Apply needs no pool.
 	var scratch [256]byte
@@ -129,15 +160,9 @@ func (n *SpanNames) Apply(tenant string, b *otlp.Batch) (overflowed int) {
 			if cluster {
 				buf, changed = AppendClustered(buf[:0], name)
 			}
-			var owned string
-			var known bool
-			if changed {
-				owned, known = set.names[string(buf)]
-			} else {
-				owned, known = set.names[name]
-			}
-			if known {
-				s.Name = owned
+			if e := set.find(buf, changed, name); e != nil {
+				e.touch(now)
+				s.Name = e.owned
 				continue
 			}
 			if !writing {
@@ -147,25 +172,24 @@ func (n *SpanNames) Apply(tenant string, b *otlp.Batch) (overflowed int) {
 				set.mu.RUnlock()
 				set.mu.Lock()
 				writing = true
-				if changed {
-					owned, known = set.names[string(buf)]
-				} else {
-					owned, known = set.names[name]
-				}
-				if known {
-					s.Name = owned
+				if e := set.find(buf, changed, name); e != nil {
+					e.touch(now)
+					s.Name = e.owned
 					continue
 				}
 			}
+			if len(set.names) >= capacity {
+				n.prune(set, now)
+			}
 			switch {
 			case len(set.names) < capacity:
+				e := &nameEntry{owned: strings.Clone(name)}
 				if changed {
-					owned = string(buf)
-				} else {
-					owned = strings.Clone(name)
+					e.owned = string(buf)
 				}
-				set.names[owned] = owned
-				s.Name = owned
+				e.touch(now)
+				set.names[e.owned] = e
+				s.Name = e.owned
 			case overflow:
 				s.Name = OverflowSpanName
 				overflowed++
@@ -185,6 +209,34 @@ func (n *SpanNames) Apply(tenant string, b *otlp.Batch) (overflowed int) {
 		spanNamesOverflowed.WithLabelValues(tenant).Add(float64(overflowed))
 	}
 	return overflowed
+}
+
+// find returns the entry of the clustered name in buf when changed, else
+// of name; m[string(buf)] does not allocate.
+func (set *nameSet) find(buf []byte, changed bool, name string) *nameEntry {
+	if changed {
+		return set.names[string(buf)]
+	}
+	return set.names[name]
+}
+
+// pruneEvery spaces out the scans of a full set for stale names: while a
+// burst of new names overflows, each would otherwise scan the whole set.
+const pruneEvery = 10 * time.Second
+
+// prune removes the names of set not seen for the TTL. set.mu must be
+// held for writing.
+func (n *SpanNames) prune(set *nameSet, now int64) {
+	if n.ttl <= 0 || now-set.pruned < int64(pruneEvery/time.Second) {
+		return
+	}
+	set.pruned = now
+	staleBefore := now - int64(n.ttl/time.Second)
+	for name, e := range set.names {
+		if e.lastSeen.Load() < staleBefore {
+			delete(set.names, name)
+		}
+	}
 }
 
 // ClusterSpanName returns name with its id-like segments replaced by

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -84,7 +85,7 @@ func newNames(limits map[string][2]int) *SpanNames {
 	return NewSpanNames(func(tenant string) (int, bool) {
 		v := limits[tenant]
 		return v[0], v[1] != 0
-	})
+	}, 0)
 }
 
 func TestSpanNamesCap(t *testing.T) {
@@ -118,6 +119,46 @@ func TestSpanNamesCap(t *testing.T) {
 		if got := n.Len(tenant); got != want {
 			t.Errorf("Len(%s) = %d, want %d", tenant, got, want)
 		}
+	}
+}
+
+// TestSpanNamesAgeOut: after a burst of unique names fills the set, names
+// that were not seen for the TTL make room again, while names still in use
+// keep their place.
+func TestSpanNamesAgeOut(t *testing.T) {
+	for _, tc := range []struct {
+		name                    string
+		ttl, after              time.Duration
+		wantNew                 string
+		wantOverflowed, wantLen int
+	}{
+		{"stale names make room", 15 * time.Minute, 16 * time.Minute, "fresh", 0, 2},
+		{"within the ttl the set stays full", 15 * time.Minute, 14 * time.Minute, OverflowSpanName, 1, 3},
+		{"no ttl keeps every name", 0, 24 * time.Hour, OverflowSpanName, 1, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := time.Unix(1_700_000_000, 0)
+			n := NewSpanNames(func(string) (int, bool) { return 3, false }, tc.ttl)
+			n.now = func() time.Time { return clock }
+			apply := func(names ...string) ([]string, int) {
+				b := batchOf(t, namedSpans(names...))
+				defer b.Release()
+				o := n.Apply("t", b)
+				return spanNames(b), o
+			}
+			apply("burst-1", "burst-2", "kept")
+			// "kept" goes on being used; the burst's names do not.
+			clock = clock.Add(tc.after / 2)
+			apply("kept")
+			clock = clock.Add(tc.after - tc.after/2)
+			names, overflowed := apply("fresh", "kept")
+			if names[0] != tc.wantNew || names[1] != "kept" || overflowed != tc.wantOverflowed {
+				t.Fatalf("names %q, overflowed %d; want [%s kept], %d", names, overflowed, tc.wantNew, tc.wantOverflowed)
+			}
+			if got := n.Len("t"); got != tc.wantLen {
+				t.Fatalf("Len = %d, want %d", got, tc.wantLen)
+			}
+		})
 	}
 }
 
@@ -211,7 +252,7 @@ func TestSpanNamesMemoryBounded(t *testing.T) {
 		{"clustering only", 0, true, internCap},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := NewSpanNames(func(string) (int, bool) { return tc.maxNames, tc.cluster })
+			n := NewSpanNames(func(string) (int, bool) { return tc.maxNames, tc.cluster }, 0)
 			const total, perBatch = 1_000_000, 1000
 			// One batch, renamed for each round, as fresh requests would
 			// be: building a million spans through the decoder only makes

@@ -58,6 +58,7 @@ func start() (*plugin.Service, func()) {
 	logger := plugin.NewLogger(cfg.LogLevel)
 	eng, err := engine.New(cfg, logger, prometheus.DefaultRegisterer)
 	if err == nil {
+		eng.LimitProcessMemory()
 		err = eng.Start()
 	}
 	if err != nil {

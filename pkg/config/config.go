@@ -16,7 +16,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/budget"
 	"github.com/spangraph/spangraph/pkg/limits"
+	"github.com/spangraph/spangraph/pkg/query"
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
@@ -38,8 +40,13 @@ type Config struct {
 	Retention time.Duration `yaml:"retention"`
 	// MaxExemplars sizes the exemplar store of each tenant; 0 disables.
 	MaxExemplars int64 `yaml:"max_exemplars"`
-	// MaxTenants caps the tenants one process serves.
+	// MaxTenants caps the tenants one process has open at once.
 	MaxTenants int `yaml:"max_tenants"`
+	// TenantIdleTimeout closes a tenant that received no spans and was
+	// not queried for this long, freeing its memory and its place under
+	// max_tenants; it reopens on its next span or query. 0 keeps tenants
+	// open for good.
+	TenantIdleTimeout time.Duration `yaml:"tenant_idle_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 
@@ -55,13 +62,23 @@ type Config struct {
 	Auth auth.Config `yaml:"auth"`
 	// Limits are per-tenant ingestion limits; 0 = unlimited.
 	Limits limits.Config `yaml:"limits"`
+	// Query bounds every query: PromQL, node graph, RED table, metadata.
+	Query query.Config `yaml:"query"`
 	// HTTPTLS is the TLS of the query API (http); OTLP's is receiver.tls.
 	HTTPTLS auth.TLSConfig `yaml:"http_tls"`
+	// HTTPServer bounds the query API's connections (timeouts, headers).
+	HTTPServer query.ServerConfig `yaml:"http_server"`
+	// MemoryLimit is the process's memory budget (0: a quarter of the
+	// machine's or the container's memory). It sets the Go runtime's soft
+	// limit and sizes, where they are not set, the queue of decoded
+	// requests, the waiting half edges, the active series and the
+	// queries' samples (see package budget).
+	MemoryLimit budget.Bytes `yaml:"memory_limit"`
 }
 
 // Default returns the defaults of every key.
 func Default() Config {
-	return Config{
+	c := Config{
 		DataDir: "./data",
 		// Loopback by default, as the OpenTelemetry Collector does: an open
 		// receiver is an open door. Listen on all interfaces on purpose,
@@ -73,17 +90,48 @@ func Default() Config {
 		Retention:          24 * time.Hour,
 		MaxExemplars:       100_000,
 		MaxTenants:         100,
+		TenantIdleTimeout:  time.Hour,
 		LogLevel:           "info",
 		Receiver:           receiver.DefaultConfig(),
 		Registry:           registry.DefaultConfig(),
 		SpanMetrics:        spanmetrics.DefaultConfig(),
 		ServiceGraph:       servicegraph.DefaultConfig(),
 		Limits:             limits.DefaultConfig(),
+		Query:              query.DefaultConfig(),
+		HTTPServer:         query.DefaultServerConfig(),
+	}
+	// Sized from memory_limit by Resolve unless set.
+	c.Receiver.MaxQueueBytes = 0
+	c.Query.MaxSamples = 0
+	return c
+}
+
+// Resolve fills the settings left to the memory budget (0 in Default):
+// memory_limit itself, then what it sizes. Keys set explicitly are kept.
+func (c *Config) Resolve() {
+	if c.MemoryLimit == 0 {
+		c.MemoryLimit = budget.Default()
+	}
+	shares := budget.Split(c.MemoryLimit)
+	if c.Receiver.MaxQueueBytes == 0 {
+		c.Receiver.MaxQueueBytes = int(shares.Requests)
+	}
+	if c.Query.MaxSamples == 0 && c.Query.MaxConcurrency > 0 {
+		c.Query.MaxSamples = int(int64(shares.Queries) / query.BytesPerSample / int64(c.Query.MaxConcurrency))
 	}
 }
 
-// Validate checks every key; the error names the first bad one.
+// Validate resolves the budget's settings (see Resolve), then checks every
+// key; the error names the first bad one.
 func (c *Config) Validate() error {
+	c.Resolve()
+	if c.MemoryLimit < budget.Minimum {
+		return fmt.Errorf("memory_limit: must be at least %s, got %s", budget.Minimum, c.MemoryLimit)
+	}
+	if int64(c.Receiver.MaxRequestBytes) > int64(c.Receiver.MaxQueueBytes) {
+		return fmt.Errorf("receiver.max_queue_bytes: must be at least receiver.max_request_bytes (%d), got %d (an eighth of memory_limit %s unless set)",
+			c.Receiver.MaxRequestBytes, c.Receiver.MaxQueueBytes, c.MemoryLimit)
+	}
 	switch {
 	case c.DataDir == "":
 		return errors.New("data_dir: required")
@@ -95,6 +143,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max_exemplars: must not be negative, got %d", c.MaxExemplars)
 	case c.MaxTenants < 1:
 		return fmt.Errorf("max_tenants: must be at least 1, got %d", c.MaxTenants)
+	case c.TenantIdleTimeout < 0 || (c.TenantIdleTimeout > 0 && c.TenantIdleTimeout < time.Second):
+		return fmt.Errorf("tenant_idle_timeout: must be 0 (never close) or at least 1s, got %s", c.TenantIdleTimeout)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -120,6 +170,12 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Limits.Validate("limits"); err != nil {
+		return err
+	}
+	if err := c.Query.Validate("query"); err != nil {
+		return err
+	}
+	if err := c.HTTPServer.Validate("http_server"); err != nil {
 		return err
 	}
 	return c.HTTPTLS.Validate("http_tls")
@@ -164,6 +220,7 @@ type Flags struct {
 	otlpGRPC, otlpHTTP string
 	http               string
 	collectionInterval time.Duration
+	memoryLimit        budget.Bytes
 	remoteWriteURLs    remotewrite.URLFlag
 }
 
@@ -177,6 +234,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.otlpHTTP, "otlp-http", d.OTLPHTTP, "OTLP/HTTP listen address, empty to disable (otlp_http)")
 	fs.StringVar(&f.http, "http", d.HTTP, "Prometheus-compatible query API, /metrics and health (http)")
 	fs.DurationVar(&f.collectionInterval, "collection-interval", d.CollectionInterval, "how often series are written to the store (collection_interval)")
+	fs.Var(&f.memoryLimit, "memory-limit", "memory budget of the process, such as 2GiB (memory_limit; default a quarter of the machine's or container's memory)")
 	fs.Var(&f.remoteWriteURLs, "remote-write-url", "remote-write endpoint URL; repeatable; replaces remote_write")
 	return f
 }
@@ -205,6 +263,8 @@ func (f *Flags) Load() (Config, error) {
 			c.HTTP = f.http
 		case "collection-interval":
 			c.CollectionInterval = f.collectionInterval
+		case "memory-limit":
+			c.MemoryLimit = f.memoryLimit
 		}
 	})
 	if err != nil {

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/budget"
+	"github.com/spangraph/spangraph/pkg/query"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -30,6 +33,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"servicegraph:\n  wait: 0s", "servicegraph.wait"},
 		{"servicegraph:\n  dimensions: [a.b, a_b]", "servicegraph.dimensions"},
 		{"max_tenants: 0", "max_tenants"},
+		{"query:\n  max_samples: -1", "query.max_samples: must be positive"},
+		{"query:\n  max_depth: deep", "cannot unmarshal"},
 		// Syntax errors say where.
 		{"\tdata_dir: /x", "yaml: line 1: found character that cannot start any token"},
 		{"data_dir: \"/x", "yaml: line 1: found unexpected end of stream"},
@@ -72,5 +77,49 @@ func TestMissingFile(t *testing.T) {
 	c := Default()
 	if err := c.LoadFile("/nonexistent/spangraph.yaml"); err == nil || !strings.Contains(err.Error(), "config_file") {
 		t.Errorf("error %v, want one naming config_file", err)
+	}
+}
+
+// TestMemoryBudget: memory_limit sizes what is left unset, keeps what is
+// set, and is refused below the minimum with its key named.
+func TestMemoryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		yaml      string
+		wantQueue int
+		wantErr   string
+	}{
+		{name: "derived", yaml: "memory_limit: 2GiB", wantQueue: 256 << 20},
+		{name: "explicit wins", yaml: "memory_limit: 2GiB\nreceiver:\n  max_queue_bytes: 100000000", wantQueue: 100_000_000},
+		{name: "too small", yaml: "memory_limit: 100MiB", wantErr: "memory_limit: must be at least 256MiB, got 100MiB"},
+		{name: "not a size", yaml: "memory_limit: lots", wantErr: `line 1: "lots" is not a size`},
+		{name: "queue below one request", yaml: "memory_limit: 256MiB\nreceiver:\n  max_request_bytes: 50000000",
+			wantErr: "receiver.max_queue_bytes: must be at least receiver.max_request_bytes (50000000), got 33554432"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			err := c.LoadYAML([]byte(tc.yaml))
+			if err == nil {
+				err = c.Validate()
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || c.Receiver.MaxQueueBytes != tc.wantQueue {
+				t.Fatalf("max_queue_bytes = %d, %v; want %d", c.Receiver.MaxQueueBytes, err, tc.wantQueue)
+			}
+			// A query may hold its share of an eighth of the budget.
+			if want := (2 << 30) / 8 / query.BytesPerSample / c.Query.MaxConcurrency; c.Query.MaxSamples != want {
+				t.Fatalf("query.max_samples = %d, want %d", c.Query.MaxSamples, want)
+			}
+		})
+	}
+	// Unset, it is a share of the machine, never below the minimum.
+	c := Default()
+	if err := c.Validate(); err != nil || c.MemoryLimit < budget.Minimum {
+		t.Fatalf("default memory_limit %s, %v", c.MemoryLimit, err)
 	}
 }

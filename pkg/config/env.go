@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spangraph/spangraph/pkg/budget"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
 )
 
@@ -34,7 +35,10 @@ func (c *Config) LoadEnv(prefix string, environ []string) error {
 	}
 	for _, key := range envKeys {
 		value, ok := vars[key]
-		if !ok {
+		// An empty value is a key listed in grafana.ini without a value:
+		// the default stands, except for addresses and remote_write_url,
+		// where empty means off.
+		if !ok || (value == "" && !emptyMeansOff[key]) {
 			continue
 		}
 		if err := c.setKey(key, value); err != nil {
@@ -48,8 +52,12 @@ func (c *Config) LoadEnv(prefix string, environ []string) error {
 // bad one is always the one reported.
 var envKeys = []string{
 	"data_dir", "otlp_grpc", "otlp_http", "http", "collection_interval",
-	"retention", "max_exemplars", "max_tenants", "log_level", "remote_write_url",
+	"retention", "max_exemplars", "max_tenants", "tenant_idle_timeout", "log_level", "remote_write_url", "memory_limit",
 }
+
+// emptyMeansOff are the keys whose empty value is a setting: no listener,
+// no remote-write endpoint.
+var emptyMeansOff = map[string]bool{"otlp_grpc": true, "otlp_http": true, "http": true, "remote_write_url": true}
 
 func (c *Config) setKey(key, value string) error {
 	var err error
@@ -70,8 +78,14 @@ func (c *Config) setKey(key, value string) error {
 		c.MaxExemplars, err = strconv.ParseInt(value, 10, 64)
 	case "max_tenants":
 		c.MaxTenants, err = strconv.Atoi(value)
+	case "tenant_idle_timeout":
+		c.TenantIdleTimeout, err = parseDuration(value)
 	case "log_level":
 		c.LogLevel = value
+	case "memory_limit":
+		var b budget.Bytes
+		b, err = budget.ParseBytes(value)
+		c.MemoryLimit = b
 	case "remote_write_url":
 		// Comma-separated URLs; empty (an unset grafana.ini key) is off.
 		var urls []string

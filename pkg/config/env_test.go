@@ -60,6 +60,7 @@ func TestLoadEnvErrorsNameTheKey(t *testing.T) {
 		{"X_MAX_EXEMPLARS=many", "X_MAX_EXEMPLARS (max_exemplars): invalid value \"many\": invalid syntax"},
 		{"X_MAX_TENANTS=1.5", "X_MAX_TENANTS (max_tenants)"},
 		{"X_CONFIG_FILE=/does/not/exist.yaml", "X_CONFIG_FILE: config_file: open /does/not/exist.yaml"},
+		{"X_MEMORY_LIMIT=lots", `X_MEMORY_LIMIT (memory_limit): invalid value "lots": "lots" is not a size such as 512MiB`},
 	} {
 		c := Default()
 		err := c.LoadEnv("X_", []string{tc.env})
@@ -75,6 +76,28 @@ func TestLoadEnvErrorsNameTheKey(t *testing.T) {
 	}
 	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), "max_tenants:") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestLoadEnvEmptyKeepsDefault: grafana.ini lists every key the plugin
+// reads, most of them empty; an empty value keeps the default, except
+// where empty is itself a setting (no listener).
+func TestLoadEnvEmptyKeepsDefault(t *testing.T) {
+	c := Default()
+	err := c.LoadEnv("GF_PLUGIN_", []string{
+		"GF_PLUGIN_CONFIG_FILE=", "GF_PLUGIN_DATA_DIR=", "GF_PLUGIN_MAX_TENANTS=", "GF_PLUGIN_MAX_EXEMPLARS=",
+		"GF_PLUGIN_MEMORY_LIMIT=", "GF_PLUGIN_RETENTION=", "GF_PLUGIN_LOG_LEVEL=", "GF_PLUGIN_OTLP_HTTP=",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if c.DataDir != d.DataDir || c.MaxTenants != d.MaxTenants || c.MaxExemplars != d.MaxExemplars ||
+		c.MemoryLimit != d.MemoryLimit || c.Retention != d.Retention || c.LogLevel != d.LogLevel || c.OTLPHTTP != "" {
+		t.Fatalf("empty values changed settings: %+v", c)
+	}
+	if err := c.LoadEnv("GF_PLUGIN_", []string{"GF_PLUGIN_MEMORY_LIMIT=1.5GiB"}); err != nil || c.MemoryLimit != 3<<29 {
+		t.Fatalf("memory_limit = %s, %v; want 1.5GiB", c.MemoryLimit, err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
@@ -66,7 +65,7 @@ func (s *Service) ServeAPI(addr string) (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", query.NewAPI(s.querier, tenantFromHeader))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := s.eng.Config().HTTPServer.Server(mux, nil)
 	go func() { _ = srv.Serve(lis) }()
 	return srv, nil
 }

@@ -1,11 +1,11 @@
 // Command spangraph runs the Spangraph engine without Grafana: `serve` takes
 // OTLP and answers the Prometheus HTTP API, `demo` does the same with
-// built-in traffic, and `loadgen` sends traces to any OTLP endpoint.
+// built-in traffic, `loadgen` sends traces to any OTLP endpoint, and
+// `repair` moves the damaged parts of a quarantined tenant's store aside.
 package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +35,7 @@ Usage:
   spangraph serve   [flags]   receive OTLP, store series, serve the Prometheus HTTP API
   spangraph demo    [flags]   serve, with built-in shop traffic
   spangraph loadgen [flags]   send synthetic traces to an OTLP endpoint
+  spangraph repair --tenant ID [--data-dir DIR]   move a quarantined tenant's damaged files aside
 
 Run "spangraph <command> -h" for the flags of a command.
 `
@@ -54,6 +55,8 @@ func main() {
 		err = serve(ctx, os.Args[2:], true)
 	case "loadgen":
 		err = runLoadgen(ctx, os.Args[2:])
+	case "repair":
+		err = runRepair(os.Args[2:], os.Stdout)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -105,6 +108,7 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	if err != nil {
 		return err
 	}
+	eng.LimitProcessMemory()
 	if err := eng.Start(); err != nil {
 		return err
 	}
@@ -120,7 +124,7 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	if err != nil {
 		return err
 	}
-	srv, lis, err := startHTTP(cfg.HTTP, newServerMux(eng, logger), httpTLS)
+	srv, lis, err := startHTTP(cfg.HTTP, cfg.HTTPServer.Server(newServerMux(eng, logger), httpTLS))
 	if err != nil {
 		return err
 	}
@@ -152,13 +156,12 @@ func demoDefaults(fs *flag.FlagSet, cfg *config.Config) error {
 	return cfg.Validate()
 }
 
-func startHTTP(addr string, h http.Handler, tlsCfg *tls.Config) (*http.Server, net.Listener, error) {
+func startHTTP(addr string, srv *http.Server) (*http.Server, net.Listener, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("query API cannot listen on %s (http): %w", addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg}
-	if tlsCfg != nil {
+	if srv.TLSConfig != nil {
 		go func() { _ = srv.ServeTLS(lis, "", "") }()
 	} else {
 		go func() { _ = srv.Serve(lis) }()
@@ -168,7 +171,7 @@ func startHTTP(addr string, h http.Handler, tlsCfg *tls.Config) (*http.Server, n
 
 // newServerMux is the standalone server's HTTP surface.
 func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
-	q := query.NewQuerier(eng, query.DefaultOptions(), logger.With("component", "query"), prometheus.DefaultRegisterer)
+	q := query.NewQuerier(eng, eng.Config().Query, logger.With("component", "query"), prometheus.DefaultRegisterer)
 	// The middleware authenticates readers with the same credentials as
 	// senders (a nil Authenticator reads X-Scope-OrgID as before) and puts
 	// the tenant in the context. /metrics and the health endpoints stay
@@ -185,6 +188,7 @@ func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
 	// Profiles, as Prometheus serves them, for performance work in place.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.Handle("/-/tenants", tenantsHandler(eng))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Spangraph is Healthy.\n")
 	})
@@ -255,6 +259,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.Float64Var(&o.ErrorScale, "error-scale", o.ErrorScale, "multiplies every service's error ratio")
 	fs.IntVar(&o.Depth, "depth", o.Depth, "maximum call depth of a trace")
 	fs.IntVar(&o.AttributeValues, "attribute-cardinality", o.AttributeValues, "distinct values of a span attribute app.customer; 0 for none")
+	fs.Float64Var(&o.SilentFraction, "silent-fraction", o.SilentFraction, "share of spans that are client calls never answered: half to uninstrumented peers named by peer.service, half to hosts known only by server.address")
 	fs.StringVar(&o.Tenant, "tenant", o.Tenant, "X-Scope-OrgID to send")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
 	if err := fs.Parse(args); err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,6 +106,18 @@ func classify(err error) error {
 		return &Error{Type: ErrorTimeout, Err: err, reason: ReasonTimeout}
 	case errors.Is(err, context.Canceled):
 		return &Error{Type: ErrorCanceled, Err: err}
+	}
+	// A store that cannot be opened now says so with an HTTP status (max
+	// tenants open: retry later; a quarantined store: an operator must
+	// act); the reader should hear the same as a sender would.
+	var status interface{ HTTPStatus() int }
+	if errors.As(err, &status) {
+		switch status.HTTPStatus() {
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			return &Error{Type: ErrorUnavailable, Err: err}
+		case http.StatusInternalServerError:
+			return &Error{Type: ErrorInternal, Err: err}
+		}
 	}
 	var (
 		timeout  promql.ErrQueryTimeout

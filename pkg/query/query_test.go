@@ -3,12 +3,14 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -260,6 +262,44 @@ func TestAPI(t *testing.T) {
 		code, body := get(t, api, tc.path, tc.params)
 		if code != tc.code || !strings.Contains(body, tc.contain) {
 			t.Errorf("%s %v: %d %s, want %d containing %s", tc.path, tc.params, code, body, tc.code, tc.contain)
+		}
+	}
+}
+
+// statusErr is a store error that carries an HTTP status, as the engine's
+// tenant errors do.
+type statusErr int
+
+func (e statusErr) Error() string   { return "tenant store: status " + strconv.Itoa(int(e)) }
+func (e statusErr) HTTPStatus() int { return int(e) }
+
+type failingQueryable struct{ err error }
+
+func (f failingQueryable) Querier(int64, int64) (storage.Querier, error) { return nil, f.err }
+
+type failingSource struct{ err error }
+
+func (f failingSource) Queryable(string) (storage.Queryable, storage.ExemplarQueryable) {
+	return failingQueryable(f), nil
+}
+
+// TestStoreRefusalsKeepTheirMeaning: a tenant that cannot be opened now
+// (max_tenants) is "retry later" to a reader as to a sender, and a
+// quarantined one is the server's problem, not the query's.
+func TestStoreRefusalsKeepTheirMeaning(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		want   string
+	}{
+		{http.StatusTooManyRequests, ErrorUnavailable},
+		{http.StatusServiceUnavailable, ErrorUnavailable},
+		{http.StatusInternalServerError, ErrorInternal},
+	} {
+		q := NewQuerier(failingSource{statusErr(tc.status)}, DefaultConfig(), slog.New(slog.DiscardHandler), nil)
+		_, err := q.Instant(context.Background(), "t", "up", time.Now())
+		var qe *Error
+		if !errors.As(err, &qe) || qe.Type != tc.want {
+			t.Errorf("status %d: error %v, want errorType %s", tc.status, err, tc.want)
 		}
 	}
 }

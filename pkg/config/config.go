@@ -186,7 +186,7 @@ func (c *Config) Validate() error {
 func (c *Config) LoadFile(path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("config_file: %w", err)
+		return err
 	}
 	if err := c.LoadYAML(data); err != nil {
 		return fmt.Errorf("config file %s: %w", path, err)
@@ -245,7 +245,7 @@ func (f *Flags) Load() (Config, error) {
 	c := Default()
 	if f.ConfigFile != "" {
 		if err := c.LoadFile(f.ConfigFile); err != nil {
-			return c, err
+			return c, fmt.Errorf("--config: %w", err)
 		}
 	}
 	var err error

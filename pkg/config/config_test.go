@@ -73,10 +73,21 @@ func TestFlagsOverrideFile(t *testing.T) {
 	}
 }
 
+// TestMissingFile: the error names the setting as the user wrote it: the
+// --config flag on the command line, GF_PLUGIN_CONFIG_FILE in Grafana.
 func TestMissingFile(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	f := RegisterFlags(fs)
+	if err := fs.Parse([]string{"--config", "/nonexistent/spangraph.yaml"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Load(); err == nil || err.Error() != "--config: open /nonexistent/spangraph.yaml: no such file or directory" {
+		t.Errorf("flag: error %v", err)
+	}
 	c := Default()
-	if err := c.LoadFile("/nonexistent/spangraph.yaml"); err == nil || !strings.Contains(err.Error(), "config_file") {
-		t.Errorf("error %v, want one naming config_file", err)
+	err := c.LoadEnv("GF_PLUGIN_", []string{"GF_PLUGIN_CONFIG_FILE=/nonexistent/spangraph.yaml"})
+	if err == nil || !strings.HasPrefix(err.Error(), "GF_PLUGIN_CONFIG_FILE (config_file): open /nonexistent/spangraph.yaml") {
+		t.Errorf("environment: error %v", err)
 	}
 }
 

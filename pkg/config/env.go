@@ -30,7 +30,7 @@ func (c *Config) LoadEnv(prefix string, environ []string) error {
 	}
 	if path, ok := vars["config_file"]; ok && path != "" {
 		if err := c.LoadFile(path); err != nil {
-			return fmt.Errorf("%sCONFIG_FILE: %w", prefix, err)
+			return fmt.Errorf("%sCONFIG_FILE (config_file): %w", prefix, err)
 		}
 	}
 	for _, key := range envKeys {

@@ -59,7 +59,7 @@ func TestLoadEnvErrorsNameTheKey(t *testing.T) {
 		{"X_RETENTION=1", "X_RETENTION (retention)"},
 		{"X_MAX_EXEMPLARS=many", "X_MAX_EXEMPLARS (max_exemplars): invalid value \"many\": invalid syntax"},
 		{"X_MAX_TENANTS=1.5", "X_MAX_TENANTS (max_tenants)"},
-		{"X_CONFIG_FILE=/does/not/exist.yaml", "X_CONFIG_FILE: config_file: open /does/not/exist.yaml"},
+		{"X_CONFIG_FILE=/does/not/exist.yaml", "X_CONFIG_FILE (config_file): open /does/not/exist.yaml"},
 		{"X_MEMORY_LIMIT=lots", `X_MEMORY_LIMIT (memory_limit): invalid value "lots": "lots" is not a size such as 512MiB`},
 	} {
 		c := Default()

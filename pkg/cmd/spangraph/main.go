@@ -16,6 +16,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -37,8 +39,14 @@ Usage:
   spangraph loadgen [flags]   send synthetic traces to an OTLP endpoint
   spangraph repair --tenant ID [--data-dir DIR]   move a quarantined tenant's damaged files aside
 
+  spangraph version             print the version
+
 Run "spangraph <command> -h" for the flags of a command.
 `
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the VCS revision Go records in the binary stands in for it.
+var version = ""
 
 func main() {
 	if len(os.Args) < 2 {
@@ -60,6 +68,9 @@ func main() {
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
+	case "version", "--version", "-version":
+		fmt.Println(versionString())
+		return
 	default:
 		fmt.Fprintf(os.Stderr, "unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
@@ -67,10 +78,59 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
+	var printed flagError
+	if errors.As(err, &printed) {
+		// The flag package has printed the error and the usage already.
+		os.Exit(2)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "spangraph:", err)
 		os.Exit(1)
 	}
+}
+
+// versionString is the version, the VCS revision and the Go release the
+// binary was built from.
+func versionString() string {
+	v, rev := version, ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				rev = s.Value[:12]
+			}
+		}
+		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	if v == "" {
+		v = "devel"
+	}
+	if rev != "" {
+		v += " (" + rev + ")"
+	}
+	return "spangraph " + v + " " + runtime.Version()
+}
+
+// flagError is an error the flag package has already printed, with the
+// usage.
+type flagError struct{ error }
+
+// parseFlags parses args into fs and refuses anything left over: a stray
+// word ends flag parsing, so every flag after it would be silently
+// ignored and the command would run on its defaults.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return flagError{err}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: %s takes only flags, and none after it were read (see spangraph %s -h)",
+			fs.Arg(0), fs.Name(), fs.Name())
+	}
+	return nil
 }
 
 func newLogger(level string) *slog.Logger {
@@ -89,8 +149,11 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	demoRate := 0.0
 	if demo {
 		fs.Float64Var(&demoRate, "rate", 2000, "demo traffic in spans per second")
+		// What -h shows: the demo's own defaults, which demoDefaults applies.
+		fs.Lookup("data-dir").DefValue = "a new temporary directory, removed at exit"
+		fs.Lookup("collection-interval").DefValue = demoInterval.String()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg, err := flags.Load()
@@ -99,9 +162,12 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	}
 	logger := newLogger(cfg.LogLevel)
 	if demo {
-		if err := demoDefaults(fs, &cfg); err != nil {
+		cleanup, err := demoDefaults(fs, &cfg)
+		if err != nil {
 			return err
 		}
+		// Deferred before the engine starts, so it runs after it stops.
+		defer cleanup()
 	}
 
 	eng, err := engine.New(cfg, logger, prometheus.DefaultRegisterer)
@@ -138,22 +204,40 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	return nil
 }
 
+// demoInterval is the demo's collection interval: short, so that a new
+// user sees the first figures within seconds.
+const demoInterval = 5 * time.Second
+
 // demoDefaults gives the demo a fresh data directory and a short
-// collection interval unless the flags say otherwise.
-func demoDefaults(fs *flag.FlagSet, cfg *config.Config) error {
+// collection interval unless the flags or the config file say otherwise.
+// cleanup removes the directory it made.
+func demoDefaults(fs *flag.FlagSet, cfg *config.Config) (cleanup func(), err error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if !set["data-dir"] {
+	fromFile := config.Default()
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		if err := fromFile.LoadFile(path); err != nil {
+			return nil, fmt.Errorf("--config: %w", err)
+		}
+	}
+	def := config.Default()
+	cleanup = func() {}
+	if !set["data-dir"] && fromFile.DataDir == def.DataDir {
 		dir, err := os.MkdirTemp("", "spangraph-demo-")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg.DataDir = dir
+		cleanup = func() { _ = os.RemoveAll(dir) }
 	}
-	if !set["collection-interval"] {
-		cfg.CollectionInterval = 5 * time.Second
+	if !set["collection-interval"] && fromFile.CollectionInterval == def.CollectionInterval {
+		cfg.CollectionInterval = demoInterval
 	}
-	return cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		cleanup()
+		return nil, err
+	}
+	return cleanup, nil
 }
 
 func startHTTP(addr string, srv *http.Server) (*http.Server, net.Listener, error) {
@@ -189,6 +273,10 @@ func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.Handle("/-/tenants", tenantsHandler(eng))
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, indexPage)
+	})
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Spangraph is Healthy.\n")
 	})
@@ -198,23 +286,48 @@ func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
 	return mux
 }
 
+// defaultGRPCEndpoint is loadgen's endpoint for --protocol grpc when
+// --endpoint is not given: the OTLP/gRPC port of a local spangraph.
+const defaultGRPCEndpoint = "127.0.0.1:4317"
+
+// indexPage is what a person who opens the query port in a browser sees.
+const indexPage = `<!doctype html>
+<title>Spangraph</title>
+<h1>Spangraph</h1>
+<p>RED metrics and a service graph from OpenTelemetry traces. The Prometheus HTTP API is under /api/v1/.</p>
+<ul>
+<li><a href="api/v1/query?query=sum+by+(service)+(rate(traces_spanmetrics_calls_total%5B1m%5D))">Calls per second by service</a> (PromQL)</li>
+<li><a href="api/v1/service-graph">Service graph</a>: nodes and edges</li>
+<li><a href="api/v1/red?group_by=service">RED table</a>: rate, errors and latency by service</li>
+<li><a href="api/v1/label/__name__/values">Metric names</a></li>
+<li><a href="metrics">Self-metrics</a></li>
+<li><a href="-/tenants">Tenants</a>, <a href="-/ready">readiness</a></li>
+</ul>
+`
+
 func runDemo(ctx context.Context, eng *engine.Engine, apiAddr string, rate float64, logger *slog.Logger) error {
 	otlpAddr := eng.Receiver().HTTPAddr()
 	if otlpAddr == "" {
 		return errors.New("the demo sends its traffic over OTLP/HTTP: set --otlp-http")
 	}
 	api := "http://" + localhost(apiAddr)
+	grpcAddr := "off"
+	if a := eng.Receiver().GRPCAddr(); a != "" {
+		grpcAddr = localhost(a)
+	}
 	fmt.Fprintf(os.Stderr, `
 Spangraph demo is running: a web shop sends %.0f spans/s to OTLP/HTTP %s.
-Series are collected every %s into %s.
+Series are collected every %s into %s (removed at exit unless --data-dir is given).
 
+  Start here:    %s/
   PromQL:        curl -s '%s/api/v1/query' --data-urlencode 'query=sum by (service) (rate(traces_spanmetrics_calls_total[1m]))'
-  Edges:         curl -s '%s/api/v1/query' --data-urlencode 'query=sum by (client, server) (rate(traces_service_graph_request_total[1m]))'
+  Service graph: curl -s '%s/api/v1/service-graph'
+  RED table:     curl -s '%s/api/v1/red?group_by=service'
   Self-metrics:  %s/metrics
-  Your own app:  point an OpenTelemetry SDK at http://%s (OTLP/HTTP) or the OTLP/gRPC port.
+  Your own app:  point an OpenTelemetry SDK at http://%s (OTLP/HTTP) or %s (OTLP/gRPC).
 
 Press Ctrl-C to stop.
-`, rate, otlpAddr, eng.Config().CollectionInterval, eng.Config().DataDir, api, api, api, localhost(otlpAddr))
+`, rate, otlpAddr, eng.Config().CollectionInterval, eng.Config().DataDir, api, api, api, api, api, localhost(otlpAddr), grpcAddr)
 	opts := loadgen.DefaultOptions()
 	opts.Endpoint = "http://" + localhost(otlpAddr)
 	opts.Rate = rate
@@ -244,7 +357,7 @@ func localhost(addr string) string {
 func runLoadgen(ctx context.Context, args []string) error {
 	o := loadgen.DefaultOptions()
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "OTLP/HTTP base URL (http://host:4318) or OTLP/gRPC address (host:4317)")
+	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "OTLP/HTTP base URL (http://host:4318) or OTLP/gRPC address (host:4317; "+defaultGRPCEndpoint+" with --protocol grpc)")
 	fs.StringVar(&o.Protocol, "protocol", o.Protocol, "http or grpc")
 	fs.StringVar(&o.Encoding, "encoding", o.Encoding, "protobuf or json (http only)")
 	fs.BoolVar(&o.Gzip, "gzip", o.Gzip, "gzip request bodies (http)")
@@ -259,10 +372,19 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.Float64Var(&o.ErrorScale, "error-scale", o.ErrorScale, "multiplies every service's error ratio")
 	fs.IntVar(&o.Depth, "depth", o.Depth, "maximum call depth of a trace")
 	fs.IntVar(&o.AttributeValues, "attribute-cardinality", o.AttributeValues, "distinct values of a span attribute app.customer; 0 for none")
-	fs.Float64Var(&o.SilentFraction, "silent-fraction", o.SilentFraction, "share of spans that are client calls never answered: half to uninstrumented peers named by peer.service, half to hosts known only by server.address")
 	fs.StringVar(&o.Tenant, "tenant", o.Tenant, "X-Scope-OrgID to send")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	endpointSet := false
+	fs.Visit(func(f *flag.Flag) { endpointSet = endpointSet || f.Name == "endpoint" })
+	if o.Protocol == "grpc" && !endpointSet {
+		o.Endpoint = defaultGRPCEndpoint
+	}
+	// Before any traffic, so that a bad flag is not buried under a report
+	// of nothing sent.
+	if err := o.Validate(); err != nil {
 		return err
 	}
 	var progress io.Writer

@@ -36,12 +36,12 @@ with the server stopped.
 `, store.QuarantineDir)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *tenant == "" || fs.NArg() > 0 {
+	if *tenant == "" {
 		fs.Usage()
-		return errors.New("repair: --tenant is required, and takes no arguments")
+		return errors.New("repair: --tenant is required")
 	}
 	dir := config.Default().DataDir
 	if *cfgFile != "" {

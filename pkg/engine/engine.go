@@ -99,6 +99,7 @@ type Engine struct {
 
 	stop    chan struct{}
 	loops   sync.WaitGroup
+	started atomic.Bool
 	stopped atomic.Bool
 }
 
@@ -188,6 +189,21 @@ func (e *Engine) Start() error {
 	if idle := e.cfg.TenantIdleTimeout; idle > 0 {
 		e.loops.Add(1)
 		go e.every(min(max(idle/4, 100*time.Millisecond), time.Minute), e.evictIdle)
+	}
+	e.started.Store(true)
+	return nil
+}
+
+// Ready says why the engine cannot take spans and queries yet, or any
+// more; nil when it can: the data directory checked, the receivers
+// listening, the collection loop running, and no stop begun. Tenants'
+// stores open on demand, so none has to be open.
+func (e *Engine) Ready() error {
+	switch {
+	case e.stopped.Load():
+		return errors.New("stopping: the receivers take no more spans")
+	case !e.started.Load():
+		return errors.New("starting: the receivers are not listening yet")
 	}
 	return nil
 }

@@ -281,6 +281,10 @@ func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
 		_, _ = io.WriteString(w, "Spangraph is Healthy.\n")
 	})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := eng.Ready(); err != nil {
+			http.Error(w, "Spangraph is not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = io.WriteString(w, "Spangraph is Ready.\n")
 	})
 	return mux

@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/plugin"
+	"github.com/spangraph/spangraph/pkg/server"
 )
 
 // stopTimeout bounds the receiver's drain at exit: Grafana's plugin client
@@ -67,11 +67,12 @@ func start() (*plugin.Service, func()) {
 	}
 	logger.Info("Spangraph started", "otlp_grpc", eng.Receiver().GRPCAddr(), "otlp_http", eng.Receiver().HTTPAddr(), "data_dir", cfg.DataDir)
 	svc := plugin.New(eng, plugin.Options{Registerer: prometheus.DefaultRegisterer, Logger: logger})
-	var api *http.Server
+	var api *server.Server
 	if cfg.HTTP != "" {
 		// Off by default inside Grafana; a port in use there is no reason
-		// not to serve Grafana.
-		if api, err = svc.ServeAPI(cfg.HTTP); err != nil {
+		// not to serve Grafana. It is the standalone server's read API,
+		// with the same authentication, TLS and limits.
+		if api, err = server.Start(eng, svc.Querier(), logger); err != nil {
 			logger.Error("standalone query API not started", "err", err)
 		}
 	}

@@ -214,6 +214,30 @@ func (a *Authenticator) Tenant(authorization, orgIDHeader string) (string, error
 	return headerTenant(orgIDHeader)
 }
 
+// Operator checks that a request may read what concerns every tenant:
+// self-metrics (tenant ids and volumes), profiles, the tenants' states.
+// With authentication off anyone may (the listeners are loopback by
+// default); with it on, only the credentials of a tenant that may read
+// any tenant (allow_org_id_header) may.
+func (a *Authenticator) Operator(authorization string) error {
+	if a == nil {
+		return nil
+	}
+	if authorization == "" {
+		return refuse(ErrUnauthenticated, ReasonMissingCredentials,
+			"authentication required: send the credentials of a tenant with allow_org_id_header")
+	}
+	cred, ok := a.lookup(authorization)
+	if !ok {
+		return refuse(ErrUnauthenticated, ReasonInvalidCredentials, "invalid credentials")
+	}
+	if !cred.tenant.allowHeader {
+		return refuse(ErrForbidden, ReasonForbiddenTenant,
+			"tenant %q may read only its own data: self-metrics, profiles and tenants need the credentials of a tenant with allow_org_id_header", cred.tenant.id)
+	}
+	return nil
+}
+
 // lookup parses an Authorization value ("Bearer <token>" or "Basic
 // <base64 user:password>", scheme case-insensitive per RFC 9110) and finds
 // its credential. Malformed values are simply not found: the answer is the

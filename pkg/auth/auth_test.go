@@ -362,3 +362,57 @@ func TestStreamServerInterceptor(t *testing.T) {
 		t.Fatalf("stream without credentials: %v", err)
 	}
 }
+
+// TestOperator: what concerns every tenant (self-metrics, profiles, the
+// tenants' states) is for the credentials of a tenant that may read any
+// tenant; with authentication off it is open, like everything else.
+func TestOperator(t *testing.T) {
+	a := mustAuth(t, testConfig(t))
+	for _, tc := range []struct {
+		name, authorization string
+		want                error
+	}{
+		{"no credentials", "", ErrUnauthenticated},
+		{"wrong token", "Bearer nope", ErrUnauthenticated},
+		{"a tenant limited to itself", "Bearer token-a", ErrForbidden},
+		{"a tenant that may read any tenant", "Bearer token-b", nil},
+	} {
+		err := a.Operator(tc.authorization)
+		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("%s: Operator = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	var off *Authenticator
+	if err := off.Operator(""); err != nil {
+		t.Errorf("auth off: %v", err)
+	}
+	srv := httptest.NewServer(a.OperatorMiddleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "metrics")
+	})))
+	defer srv.Close()
+	for auth, want := range map[string]int{"": 401, "Bearer token-a": 403, "Bearer token-b": 200} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%q: status %d, want %d", auth, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestExposed(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9097": false, "127.1.2.3:1": false, "[::1]:4317": false, "localhost:4318": false,
+		":9097": true, "0.0.0.0:4317": true, "[::]:4317": true, "10.0.0.5:4318": true, "spangraph.example:9097": true,
+	} {
+		if got := Exposed(addr); got != want {
+			t.Errorf("Exposed(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

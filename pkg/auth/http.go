@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"os"
 )
@@ -37,6 +38,18 @@ func (a *Authenticator) HTTPMiddleware(next http.Handler, onReject func(reason s
 	})
 }
 
+// OperatorMiddleware serves next only to requests that pass Operator;
+// others get their status and a plain-text message.
+func (a *Authenticator) OperatorMiddleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.Operator(r.Header.Get("Authorization")); err != nil {
+			a.WriteHTTPError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // WriteHTTPError answers a refusal from Tenant in plain text. Handlers with
 // their own error body format (OTLP/HTTP answers a google.rpc.Status) use
 // HTTPStatus and SetChallenge instead.
@@ -65,4 +78,19 @@ func (a *Authenticator) SetChallenge(h http.Header) {
 	if a != nil && a.basic {
 		h.Add("WWW-Authenticate", `Basic realm="`+Realm+`", charset="UTF-8"`)
 	}
+}
+
+// Exposed reports whether a listen address is reachable from other
+// machines: any address but loopback (127.0.0.0/8, ::1, localhost).
+// Listeners there without authentication deserve a warning.
+func Exposed(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }

@@ -181,6 +181,12 @@ func (e *Engine) Start() error {
 	if err := e.receiver.Start(); err != nil {
 		return err
 	}
+	for _, l := range []struct{ key, addr string }{{"otlp_grpc", e.receiver.GRPCAddr()}, {"otlp_http", e.receiver.HTTPAddr()}} {
+		if l.addr != "" && auth.Exposed(l.addr) && !e.auth.Enabled() {
+			e.logger.Warn("an OTLP receiver listens beyond this machine with authentication off: anyone who reaches it writes into any tenant; configure auth.tenants or listen on 127.0.0.1",
+				l.key, l.addr)
+		}
+	}
 	e.loops.Add(2)
 	go e.every(e.cfg.CollectionInterval, e.collectAll)
 	// Service-graph edges whose wait is over are settled every second;

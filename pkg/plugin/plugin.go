@@ -92,6 +92,10 @@ func New(eng *engine.Engine, opts Options) *Service {
 	}
 }
 
+// Querier returns the Service's PromQL querier, whose query limits and
+// concurrency slots the standalone read API shares.
+func (s *Service) Querier() *query.Querier { return s.querier }
+
 // Failed returns a Service whose every answer is err: the plugin process
 // keeps serving when its engine cannot start (a port in use, a bad
 // setting), so that the datasource's health check shows why instead of

@@ -34,41 +34,13 @@ func TestPluginProtocol(t *testing.T) {
 		t.Skip("builds the plugin binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "gpx_spangraph")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = ".." // the plugin's main package is ./pkg
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
+	rpc := startPlugin(t,
 		"GF_PLUGIN_OTLP_HTTP="+httpAddr,
 		"GF_PLUGIN_OTLP_GRPC="+grpcAddr,
 		"GF_PLUGIN_DATA_DIR="+filepath.Join(dir, "data"),
 		"GF_PLUGIN_COLLECTION_INTERVAL=1s",
 	)
-	client := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig: goplugin.HandshakeConfig{
-			ProtocolVersion:  grpcplugin.ProtocolVersion,
-			MagicCookieKey:   grpcplugin.MagicCookieKey,
-			MagicCookieValue: grpcplugin.MagicCookieValue,
-		},
-		VersionedPlugins: map[int]goplugin.PluginSet{grpcplugin.ProtocolVersion: {
-			"diagnostics": &grpcplugin.DiagnosticsGRPCPlugin{},
-			"data":        &grpcplugin.DataGRPCPlugin{},
-			"resource":    &grpcplugin.ResourceGRPCPlugin{},
-			"stream":      &grpcplugin.StreamGRPCPlugin{},
-		}},
-		Cmd:              cmd,
-		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
-		Logger:           hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: io.Discard}),
-	})
-	defer client.Kill()
-	rpc, err := client.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dispense := func(name string) any {
 		raw, err := rpc.Dispense(name)
 		if err != nil {
@@ -249,4 +221,101 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// startPlugin builds the plugin binary and starts it as Grafana does, with
+// env added to the environment, and returns its go-plugin connection.
+func startPlugin(t *testing.T, env ...string) goplugin.ClientProtocol {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gpx_spangraph")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = ".." // the plugin's main package is ./pkg
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), env...)
+	client := goplugin.NewClient(&goplugin.ClientConfig{
+		HandshakeConfig: goplugin.HandshakeConfig{
+			ProtocolVersion:  grpcplugin.ProtocolVersion,
+			MagicCookieKey:   grpcplugin.MagicCookieKey,
+			MagicCookieValue: grpcplugin.MagicCookieValue,
+		},
+		VersionedPlugins: map[int]goplugin.PluginSet{grpcplugin.ProtocolVersion: {
+			"diagnostics": &grpcplugin.DiagnosticsGRPCPlugin{},
+			"data":        &grpcplugin.DataGRPCPlugin{},
+			"resource":    &grpcplugin.ResourceGRPCPlugin{},
+			"stream":      &grpcplugin.StreamGRPCPlugin{},
+		}},
+		Cmd:              cmd,
+		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		Logger:           hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: io.Discard}),
+	})
+	t.Cleanup(client.Kill)
+	rpc, err := client.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rpc
+}
+
+// TestPluginReadAPIAuth: the plugin's standalone read API (http) is the
+// standalone server's, with its authentication: no caller reads a tenant
+// without its credentials, and self-metrics are for operators.
+func TestPluginReadAPIAuth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the plugin binary")
+	}
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "spangraph.yaml")
+	if err := os.WriteFile(cfgFile, []byte(`
+auth:
+  tenants:
+    - { id: team-a, bearer_tokens: [token-a] }
+    - { id: team-b, bearer_tokens: [token-b] }
+    - { id: platform, bearer_tokens: [token-ops], allow_org_id_header: true }
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	apiAddr := freeAddr(t)
+	startPlugin(t,
+		"GF_PLUGIN_CONFIG_FILE="+cfgFile,
+		"GF_PLUGIN_HTTP="+apiAddr,
+		"GF_PLUGIN_OTLP_HTTP="+freeAddr(t),
+		"GF_PLUGIN_OTLP_GRPC="+freeAddr(t),
+		"GF_PLUGIN_DATA_DIR="+filepath.Join(dir, "data"),
+	)
+	get := func(path string, h map[string]string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+apiAddr+path, nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	query := "/api/v1/query?query=up"
+	for _, tc := range []struct {
+		name, path string
+		h          map[string]string
+		code       int
+		body       string
+	}{
+		{"no credentials", query, nil, 401, `"errorType":"unauthorized"`},
+		{"a header is no credential", query, map[string]string{"X-Scope-OrgID": "team-a"}, 401, `"errorType":"unauthorized"`},
+		{"another tenant's credentials", query, map[string]string{"Authorization": "Bearer token-b", "X-Scope-OrgID": "team-a"}, 403, `"errorType":"forbidden"`},
+		{"own credentials", query, map[string]string{"Authorization": "Bearer token-a"}, 200, `"status":"success"`},
+		{"metrics need an operator", "/metrics", map[string]string{"Authorization": "Bearer token-a"}, 403, "allow_org_id_header"},
+		{"metrics for the operator", "/metrics", map[string]string{"Authorization": "Bearer token-ops"}, 200, "spangraph_"},
+		{"profiles need credentials", "/debug/pprof/", nil, 401, "authentication required"},
+	} {
+		code, body := get(tc.path, tc.h)
+		if code != tc.code || !strings.Contains(body, tc.body) {
+			t.Errorf("%s: %d %.200s; want %d and %q", tc.name, code, body, tc.code, tc.body)
+		}
+	}
 }

@@ -3,14 +3,11 @@ package plugin
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"net"
 	"net/http"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
 	"github.com/spangraph/spangraph/pkg/query"
-	"github.com/spangraph/spangraph/pkg/store"
 )
 
 // CallResource serves, under /api/datasources/uid/<uid>/resources/:
@@ -53,30 +50,4 @@ func (i *Instance) ingest(w http.ResponseWriter, r *http.Request) {
 func quoteJSON(s string) string {
 	b, _ := json.Marshal(s) // a string always marshals
 	return string(b)
-}
-
-// ServeAPI serves the read API on addr (the http setting) for tools other
-// than Grafana, with the tenant taken from X-Scope-OrgID as the standalone
-// server does. Close the returned server to stop it.
-func (s *Service) ServeAPI(addr string) (*http.Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("query API cannot listen on %s (http): %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", query.NewAPI(s.querier, tenantFromHeader))
-	srv := s.eng.Config().HTTPServer.Server(mux, nil)
-	go func() { _ = srv.Serve(lis) }()
-	return srv, nil
-}
-
-func tenantFromHeader(r *http.Request) (string, error) {
-	t := r.Header.Get("X-Scope-OrgID")
-	if t == "" {
-		return store.DefaultTenant, nil
-	}
-	if err := store.ValidateTenant(t); err != nil {
-		return "", fmt.Errorf("invalid X-Scope-OrgID: %w", err)
-	}
-	return t, nil
 }

@@ -42,7 +42,7 @@ func NewAPI(q *Querier, tenant TenantFunc) *API {
 	a.Handle("/api/v1/service-graph", a.serviceGraph)
 	a.Handle("/api/v1/red", a.red)
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &Error{Type: ErrorNotFound, Err: errors.New("unknown API endpoint " + r.URL.Path)})
+		WriteError(w, &Error{Type: ErrorNotFound, Err: errors.New("unknown API endpoint " + r.URL.Path)})
 	})
 	return a
 }
@@ -88,13 +88,17 @@ func statusFor(errType string) int {
 		return 499
 	case ErrorNotFound:
 		return http.StatusNotFound
+	case ErrorUnauthorized:
+		return http.StatusUnauthorized
 	case ErrorForbidden:
 		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }
 
-func writeError(w http.ResponseWriter, err error) {
+// WriteError answers err in Prometheus' JSON error format, with the status
+// of its errorType (500 for an error that is not an *Error).
+func WriteError(w http.ResponseWriter, err error) {
 	var qe *Error
 	if !errors.As(err, &qe) {
 		qe = &Error{Type: ErrorInternal, Err: err}
@@ -112,7 +116,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func respond(w http.ResponseWriter, data any, warnings []string, err error) {
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, response{Status: "success", Data: data, Warnings: warnings})
@@ -127,7 +131,7 @@ func (a *API) begin(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return "", false
 	}
 	if err := r.ParseForm(); err != nil {
-		writeError(w, badData("error parsing form values: %v", err))
+		WriteError(w, badData("error parsing form values: %v", err))
 		return "", false
 	}
 	tenant, err := a.tenant(r)
@@ -136,7 +140,7 @@ func (a *API) begin(w http.ResponseWriter, r *http.Request) (string, bool) {
 		if !errors.As(err, &qe) {
 			err = &Error{Type: ErrorBadData, Err: err}
 		}
-		writeError(w, err)
+		WriteError(w, err)
 		return "", false
 	}
 	return tenant, true
@@ -149,12 +153,12 @@ func (a *API) query(w http.ResponseWriter, r *http.Request) {
 	}
 	ts, err := ParseTimeParam(r, "time", time.Now())
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	ctx, cancel, err := withTimeout(r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	defer cancel()
@@ -169,22 +173,22 @@ func (a *API) queryRange(w http.ResponseWriter, r *http.Request) {
 	}
 	start, err := ParseTime(r.FormValue("start"))
 	if err != nil {
-		writeError(w, badData("invalid parameter \"start\": %v", err))
+		WriteError(w, badData("invalid parameter \"start\": %v", err))
 		return
 	}
 	end, err := ParseTime(r.FormValue("end"))
 	if err != nil {
-		writeError(w, badData("invalid parameter \"end\": %v", err))
+		WriteError(w, badData("invalid parameter \"end\": %v", err))
 		return
 	}
 	step, err := ParseDuration(r.FormValue("step"))
 	if err != nil {
-		writeError(w, badData("invalid parameter \"step\": %v", err))
+		WriteError(w, badData("invalid parameter \"step\": %v", err))
 		return
 	}
 	ctx, cancel, err := withTimeout(r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	defer cancel()
@@ -212,7 +216,7 @@ type queryData struct {
 
 func respondResult(w http.ResponseWriter, res Result, err error) {
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	warnings, infos := res.Warnings.AsStrings("", 10, 10)
@@ -294,12 +298,12 @@ func (a *API) labelValues(w http.ResponseWriter, r *http.Request) {
 		name = model.UnescapeName(name, model.ValueEncodingEscaping)
 	}
 	if !model.UTF8Validation.IsValidLabelName(name) {
-		writeError(w, badData("invalid label name: %q", name))
+		WriteError(w, badData("invalid label name: %q", name))
 		return
 	}
 	sets, mint, maxt, err := a.selectParams(r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	values, err := a.labelQuery(r.Context(), tenant, sets, mint, maxt, func(ctx context.Context, q storage.Querier, ms []*labels.Matcher) ([]string, error) {
@@ -355,12 +359,12 @@ func (a *API) series(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(r.Form["match[]"]) == 0 {
-		writeError(w, badData("no match[] parameter provided"))
+		WriteError(w, badData("no match[] parameter provided"))
 		return
 	}
 	sets, mint, maxt, err := a.selectParams(r)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := a.q.series(r.Context(), tenant, sets, mint, maxt)
@@ -420,12 +424,12 @@ func (a *API) exemplars(w http.ResponseWriter, r *http.Request) {
 	}
 	start, err := ParseTimeParam(r, "start", minTime)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	end, err := ParseTimeParam(r, "end", maxTime)
 	if err != nil {
-		writeError(w, err)
+		WriteError(w, err)
 		return
 	}
 	out, err := a.q.Exemplars(r.Context(), tenant, r.FormValue("query"), start, end)

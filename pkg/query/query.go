@@ -71,6 +71,10 @@ const (
 	ErrorInternal  = "internal"
 	ErrorNotFound  = "not_found"
 	ErrorForbidden = "forbidden"
+	// ErrorUnauthorized (HTTP 401) is a request without valid
+	// credentials; Prometheus has no authentication, so no errorType of
+	// its own for it.
+	ErrorUnauthorized = "unauthorized"
 	// ErrorUnavailable (HTTP 503) is a query refused for want of a slot.
 	ErrorUnavailable = "unavailable"
 )

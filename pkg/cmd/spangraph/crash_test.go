@@ -67,7 +67,7 @@ func newestSegment(t *testing.T, dataDir string) (string, int64) {
 }
 
 // kill9 kills the server the hard way and waits for it.
-func (s *server) kill9(t *testing.T) {
+func (s *process) kill9(t *testing.T) {
 	t.Helper()
 	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func waitCalls(t *testing.T, httpAddr, service string, want float64) {
 }
 
 // waitLog waits until the server's log matches re.
-func waitLog(t *testing.T, s *server, re string) {
+func waitLog(t *testing.T, s *process, re string) {
 	t.Helper()
 	r := regexp.MustCompile(re)
 	eventually(t, "log line "+re, func() string {

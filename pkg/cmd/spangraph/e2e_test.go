@@ -72,16 +72,16 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// server is a spangraph serve process on loopback ports.
-type server struct {
+// process is a spangraph serve process on loopback ports.
+type process struct {
 	cmd                  *exec.Cmd
 	grpc, otlpHTTP, http string
 	log                  *syncBuffer
 }
 
-func startServer(t *testing.T, bin, dataDir string, extra ...string) *server {
+func startServer(t *testing.T, bin, dataDir string, extra ...string) *process {
 	t.Helper()
-	s := &server{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &syncBuffer{}}
+	s := &process{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &syncBuffer{}}
 	args := append([]string{"serve", "--data-dir", dataDir, "--otlp-grpc", s.grpc, "--otlp-http", s.otlpHTTP,
 		"--http", s.http, "--collection-interval", "1s"}, extra...)
 	s.cmd = exec.Command(bin, args...)

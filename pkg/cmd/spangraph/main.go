@@ -12,8 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -22,13 +20,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/loadgen"
 	"github.com/spangraph/spangraph/pkg/query"
+	"github.com/spangraph/spangraph/pkg/server"
 )
 
 const usage = `spangraph turns OpenTelemetry traces into RED metrics and a service graph.
@@ -186,19 +183,15 @@ func serve(ctx context.Context, args []string, demo bool) error {
 		logger.Info("stopped")
 	}()
 
-	httpTLS, err := cfg.HTTPTLS.ServerConfig("http_tls", logger)
-	if err != nil {
-		return err
-	}
-	srv, lis, err := startHTTP(cfg.HTTP, cfg.HTTPServer.Server(newServerMux(eng, logger), httpTLS))
+	q := query.NewQuerier(eng, cfg.Query, logger.With("component", "query"), prometheus.DefaultRegisterer)
+	srv, err := server.Start(eng, q, logger)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	logger.Info("query API listening", "addr", lis.Addr().String(), "data_dir", cfg.DataDir)
 
 	if demo {
-		return runDemo(ctx, eng, lis.Addr().String(), demoRate, logger)
+		return runDemo(ctx, eng, srv.Addr(), demoRate, logger)
 	}
 	<-ctx.Done()
 	return nil
@@ -240,74 +233,9 @@ func demoDefaults(fs *flag.FlagSet, cfg *config.Config) (cleanup func(), err err
 	return cleanup, nil
 }
 
-func startHTTP(addr string, srv *http.Server) (*http.Server, net.Listener, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("query API cannot listen on %s (http): %w", addr, err)
-	}
-	if srv.TLSConfig != nil {
-		go func() { _ = srv.ServeTLS(lis, "", "") }()
-	} else {
-		go func() { _ = srv.Serve(lis) }()
-	}
-	return srv, lis, nil
-}
-
-// newServerMux is the standalone server's HTTP surface.
-func newServerMux(eng *engine.Engine, logger *slog.Logger) *http.ServeMux {
-	q := query.NewQuerier(eng, eng.Config().Query, logger.With("component", "query"), prometheus.DefaultRegisterer)
-	// The middleware authenticates readers with the same credentials as
-	// senders (a nil Authenticator reads X-Scope-OrgID as before) and puts
-	// the tenant in the context. /metrics and the health endpoints stay
-	// open for scrapers and probes.
-	api := query.NewAPI(q, func(r *http.Request) (string, error) {
-		if t, ok := auth.TenantFrom(r.Context()); ok {
-			return t, nil
-		}
-		return "", errors.New("no tenant in the request context")
-	})
-	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", eng.Authenticator().HTTPMiddleware(api, nil))
-	mux.Handle("/metrics", promhttp.Handler())
-	// Profiles, as Prometheus serves them, for performance work in place.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.Handle("/-/tenants", tenantsHandler(eng))
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = io.WriteString(w, indexPage)
-	})
-	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, "Spangraph is Healthy.\n")
-	})
-	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if err := eng.Ready(); err != nil {
-			http.Error(w, "Spangraph is not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "Spangraph is Ready.\n")
-	})
-	return mux
-}
-
 // defaultGRPCEndpoint is loadgen's endpoint for --protocol grpc when
 // --endpoint is not given: the OTLP/gRPC port of a local spangraph.
 const defaultGRPCEndpoint = "127.0.0.1:4317"
-
-// indexPage is what a person who opens the query port in a browser sees.
-const indexPage = `<!doctype html>
-<title>Spangraph</title>
-<h1>Spangraph</h1>
-<p>RED metrics and a service graph from OpenTelemetry traces. The Prometheus HTTP API is under /api/v1/.</p>
-<ul>
-<li><a href="api/v1/query?query=sum+by+(service)+(rate(traces_spanmetrics_calls_total%5B1m%5D))">Calls per second by service</a> (PromQL)</li>
-<li><a href="api/v1/service-graph">Service graph</a>: nodes and edges</li>
-<li><a href="api/v1/red?group_by=service">RED table</a>: rate, errors and latency by service</li>
-<li><a href="api/v1/label/__name__/values">Metric names</a></li>
-<li><a href="metrics">Self-metrics</a></li>
-<li><a href="-/tenants">Tenants</a>, <a href="-/ready">readiness</a></li>
-</ul>
-`
 
 func runDemo(ctx context.Context, eng *engine.Engine, apiAddr string, rate float64, logger *slog.Logger) error {
 	otlpAddr := eng.Receiver().HTTPAddr()

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/spangraph/spangraph/pkg/config"
-	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -68,14 +65,4 @@ with the server stopped.
 	}
 	fmt.Fprintf(out, "the store opens with %d block(s) and %d series in memory\n", res.Blocks, res.Series)
 	return nil
-}
-
-// tenantsHandler lists the tenants, open, closed (on disk) or quarantined
-// with what failed and the repair, for operators: the server stays
-// healthy while a quarantined tenant waits for its repair.
-func tenantsHandler(eng *engine.Engine) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"tenants": eng.TenantStatuses()})
-	})
 }

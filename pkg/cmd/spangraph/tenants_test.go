@@ -56,6 +56,9 @@ auth:
   tenants:
     - id: secret
       bearer_tokens: [token-secret]
+    - id: ops
+      bearer_tokens: [token-ops]
+      allow_org_id_header: true
 `
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -78,7 +81,7 @@ auth:
 	if !strings.Contains(body, "spangraph repair --tenant bad") || !strings.Contains(body, "wal/00000099") {
 		t.Errorf("the refusal does not name the file and the repair: %s", body)
 	}
-	if _, m := apiGet(t, srv.http, "/metrics", nil, nil); !strings.Contains(m, `spangraph_tenant_quarantined{tenant="bad"} 1`) {
+	if _, m := apiGet(t, srv.http, "/metrics", nil, operator); !strings.Contains(m, `spangraph_tenant_quarantined{tenant="bad"} 1`) {
 		t.Errorf("/metrics has no spangraph_tenant_quarantined{tenant=\"bad\"} 1")
 	}
 	if st := tenantState(t, srv.http, "bad"); st.State != "quarantined" || !strings.Contains(st.Problem, "wal/00000099") {
@@ -102,7 +105,7 @@ auth:
 	if code := sendSpans(t, srv.otlpHTTP, "svc-x", headers{"X-Scope-OrgID": "secret"}); code != http.StatusUnauthorized {
 		t.Errorf("protected tenant without its token: %d, want 401", code)
 	}
-	_, m := apiGet(t, srv.http, "/metrics", nil, nil)
+	_, m := apiGet(t, srv.http, "/metrics", nil, operator)
 	if strings.Contains(m, `tenant="../x"`) || strings.Contains(m, `tenant="secret"`) {
 		t.Errorf("/metrics has series of refused tenants:\n%s", grepLines(m, `tenant="(\.\./x|secret)"`))
 	}
@@ -126,7 +129,7 @@ auth:
 	})
 	waitTenantCalls(t, srv.http, "bad", "svc-bad", 3)
 	waitTenantCalls(t, srv.http, "bad", "svc-bad-after", 3)
-	if _, m := apiGet(t, srv.http, "/metrics", nil, nil); strings.Contains(m, `spangraph_tenant_quarantined{tenant="bad"}`) {
+	if _, m := apiGet(t, srv.http, "/metrics", nil, operator); strings.Contains(m, `spangraph_tenant_quarantined{tenant="bad"}`) {
 		t.Errorf("still reported quarantined after the repair")
 	}
 }
@@ -155,7 +158,7 @@ type tenantStatus struct {
 // tenantState reads one tenant's entry of /-/tenants.
 func tenantState(t *testing.T, httpAddr, tenant string) tenantStatus {
 	t.Helper()
-	code, body := apiGet(t, httpAddr, "/-/tenants", nil, nil)
+	code, body := apiGet(t, httpAddr, "/-/tenants", nil, operator)
 	var out struct{ Tenants []tenantStatus }
 	if err := json.Unmarshal([]byte(body), &out); code != http.StatusOK || err != nil {
 		t.Fatalf("/-/tenants: %d %v %s", code, err, body)
@@ -167,6 +170,10 @@ func tenantState(t *testing.T, httpAddr, tenant string) tenantStatus {
 	}
 	return tenantStatus{}
 }
+
+// operator reads what concerns every tenant (/metrics, /-/tenants) when
+// auth is on: the credentials of a tenant with allow_org_id_header.
+var operator = bearer("token-ops")
 
 // exportBody is the protobuf of an export request.
 func exportBody(t *testing.T, req *coltracepb.ExportTraceServiceRequest) []byte {

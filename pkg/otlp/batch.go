@@ -105,7 +105,78 @@ type Span struct {
 	Size int
 
 	traceIDLen, spanIDLen, parentLen uint8
+	fault                            spanFault
 	attrStart, attrEnd               int32
+}
+
+// Fault says why a span that decoded must still be refused. Such a span is
+// kept in the batch, flagged, so that the receiver refuses it alone with
+// partial success while the request's other spans go through. Text that
+// is not UTF-8 is not kept: the string stays empty, and the attributes of
+// the span (or of the resource) it was in are dropped.
+type Fault uint8
+
+// The faults. Only the framing of a request (protobuf wire format, JSON
+// syntax and value types) refuses it whole.
+const (
+	FaultNone Fault = iota
+	// FaultUTF8: a string the processors read (name, trace_state, status
+	// message, an attribute key or string value of the span or of its
+	// resource) is not UTF-8.
+	FaultUTF8
+	// FaultID: an OTLP/JSON trace or span id is not hex.
+	FaultID
+	// FaultEnum: an OTLP/JSON enum field holds a name the enum does not
+	// have.
+	FaultEnum
+)
+
+// spanFault says which field was at fault, for the message a sender sees;
+// one byte, so that Span does not grow.
+type spanFault uint8
+
+const (
+	noFault spanFault = iota
+	faultName
+	faultTraceState
+	faultStatusMsg
+	faultAttrKey
+	faultAttrValue
+	faultResourceKey
+	faultResourceValue
+	faultTraceIDHex
+	faultSpanIDHex
+	faultParentIDHex
+	faultLinkIDHex
+	faultKindName
+	faultStatusCodeName
+)
+
+var spanFaults = [...]struct {
+	fault Fault
+	why   string
+}{
+	noFault:             {FaultNone, ""},
+	faultName:           {FaultUTF8, "span name is not valid UTF-8"},
+	faultTraceState:     {FaultUTF8, "trace_state is not valid UTF-8"},
+	faultStatusMsg:      {FaultUTF8, "status message is not valid UTF-8"},
+	faultAttrKey:        {FaultUTF8, "a span attribute key is not valid UTF-8"},
+	faultAttrValue:      {FaultUTF8, "a span attribute string value is not valid UTF-8"},
+	faultResourceKey:    {FaultUTF8, "a resource attribute key is not valid UTF-8"},
+	faultResourceValue:  {FaultUTF8, "a resource attribute string value is not valid UTF-8"},
+	faultTraceIDHex:     {FaultID, "traceId is not a hex string"},
+	faultSpanIDHex:      {FaultID, "spanId is not a hex string"},
+	faultParentIDHex:    {FaultID, "parentSpanId is not a hex string"},
+	faultLinkIDHex:      {FaultID, "a link's traceId or spanId is not a hex string"},
+	faultKindName:       {FaultEnum, "kind is not a SpanKind name (OTLP/JSON wants the integer value)"},
+	faultStatusCodeName: {FaultEnum, "status code is not a StatusCode name (OTLP/JSON wants the integer value)"},
+}
+
+// Fault returns why the span must be refused and what was wrong, or
+// FaultNone. IDError is a separate check, which a span may fail as well.
+func (s *Span) Fault() (Fault, string) {
+	f := spanFaults[s.fault]
+	return f.fault, f.why
 }
 
 // HasParent reports whether the span names a parent span.
@@ -151,6 +222,11 @@ type Batch struct {
 	// spare is a second pooled buffer, which DecodeJSON writes the binary
 	// request into while raw still holds the JSON.
 	spare []byte
+	// jsonFaults are the faults the JSON transcoder found, by span
+	// ordinal, for DecodeProto to flag; nextJSONFault is the first not
+	// yet applied.
+	jsonFaults    []jsonFault
+	nextJSONFault int
 
 	budget   Budget
 	reserved int64
@@ -194,7 +270,24 @@ func (b *Batch) reset() {
 	b.spans = b.spans[:0]
 	b.attrs = b.attrs[:0]
 	b.raw = b.raw[:0]
+	b.jsonFaults, b.nextJSONFault = b.jsonFaults[:0], 0
 	b.SpanCount = 0
+}
+
+// jsonFault is a fault of the span'th span of a JSON request.
+type jsonFault struct {
+	span  int
+	fault spanFault
+}
+
+// takeJSONFault returns the transcoder's fault for the span'th span;
+// spans are asked for in order.
+func (b *Batch) takeJSONFault(span int) spanFault {
+	if b.nextJSONFault < len(b.jsonFaults) && b.jsonFaults[b.nextJSONFault].span == span {
+		b.nextJSONFault++
+		return b.jsonFaults[b.nextJSONFault-1].fault
+	}
+	return noFault
 }
 
 // AppendText appends the value as label text: strings as they are, ints in

@@ -49,6 +49,7 @@ const (
 	spanSize     = int64(unsafe.Sizeof(Span{}))
 	kvSize       = int64(unsafe.Sizeof(KeyValue{}))
 	resourceSize = int64(unsafe.Sizeof(ResourceSpans{}))
+	faultSize    = int64(unsafe.Sizeof(jsonFault{}))
 )
 
 // Charge makes b account to budget, until Release, for the memory it holds
@@ -58,9 +59,9 @@ const (
 // request can still get in.
 func (b *Batch) Charge(budget Budget) {
 	held := int64(cap(b.raw)) + int64(cap(b.spare)) + int64(cap(b.spans))*spanSize +
-		int64(cap(b.attrs))*kvSize + int64(cap(b.Resources))*resourceSize
+		int64(cap(b.attrs))*kvSize + int64(cap(b.Resources))*resourceSize + int64(cap(b.jsonFaults))*faultSize
 	if held > 0 && !budget.Reserve(held) {
-		b.Resources, b.spans, b.attrs, b.raw, b.spare = nil, nil, nil, nil, nil
+		b.Resources, b.spans, b.attrs, b.raw, b.spare, b.jsonFaults = nil, nil, nil, nil, nil, nil
 		held = 0
 	}
 	b.budget, b.reserved = budget, held

@@ -135,17 +135,27 @@ func fieldSlow(data []byte) (protowire.Number, protowire.Type, []byte, uint64, [
 	}
 }
 
-// str returns a string that shares memory with p. Proto3 strings must be
-// UTF-8; the generated decoder refuses anything else, and so do we, since
-// these strings become label values.
-func str(p []byte, what string) (string, error) {
+// str returns a string that shares memory with p, or false when p is not
+// UTF-8. Proto3 strings must be UTF-8 and these become label values, but
+// the generated decoder's answer, refusing the whole request, would throw
+// away the sender's good spans with the bad one: the caller flags the span
+// instead (see Fault).
+func str(p []byte) (string, bool) {
 	if !utf8.Valid(p) {
-		return "", malformed("%s is not valid UTF-8", what)
+		return "", false
 	}
 	if len(p) == 0 {
-		return "", nil
+		return "", true
 	}
-	return unsafe.String(&p[0], len(p)), nil
+	return unsafe.String(&p[0], len(p)), true
+}
+
+// firstFault keeps the first fault found in a span.
+func firstFault(have, f spanFault) spanFault {
+	if have != noFault {
+		return have
+	}
+	return f
 }
 
 func (b *Batch) decodeRequest(data []byte) error {
@@ -191,17 +201,29 @@ func (b *Batch) decodeResourceSpans(data []byte) error {
 	// reads it, since a list of its occurrences would be memory that no
 	// budget sees.
 	attrStart := int32(len(b.attrs))
+	fault := noFault
 	for rest := data; len(rest) > 0; {
 		num, typ, v, _, next, err := field(rest)
 		if err != nil {
 			return err
 		}
 		if num == 1 && typ == protowire.BytesType {
-			if err := b.decodeResource(v); err != nil {
+			f, err := b.decodeResource(v)
+			if err != nil {
 				return err
 			}
+			fault = firstFault(fault, f)
 		}
 		rest = next
+	}
+	if fault != noFault {
+		// Every span of the resource would carry its labels (service.name
+		// first of all), so they all go; the attributes are dropped so
+		// that no invalid text is left in the batch.
+		b.attrs = b.attrs[:attrStart]
+		for i := spanStart; i < int32(len(b.spans)); i++ {
+			b.spans[i].fault = firstFault(b.spans[i].fault, fault)
+		}
 	}
 	r := &b.Resources[ri]
 	r.attrStart, r.attrEnd = attrStart, int32(len(b.attrs))
@@ -209,20 +231,23 @@ func (b *Batch) decodeResourceSpans(data []byte) error {
 	return nil
 }
 
-func (b *Batch) decodeResource(data []byte) error {
+func (b *Batch) decodeResource(data []byte) (spanFault, error) {
+	fault := noFault
 	for len(data) > 0 {
 		num, typ, v, _, rest, err := field(data)
 		if err != nil {
-			return err
+			return noFault, err
 		}
 		if num == 1 && typ == protowire.BytesType {
-			if err := b.decodeKeyValue(v); err != nil {
-				return err
+			f, err := b.decodeKeyValue(v, faultResourceKey, faultResourceValue)
+			if err != nil {
+				return noFault, err
 			}
+			fault = firstFault(fault, f)
 		}
 		data = rest
 	}
-	return nil
+	return fault, nil
 }
 
 func (b *Batch) decodeScopeSpans(data []byte) error {
@@ -247,7 +272,8 @@ func (b *Batch) decodeSpan(data []byte) error {
 	// attributes are appended to b.attrs while this span is decoded.
 	var s Span
 	s.Size = len(data)
-	var err error
+	fault := noFault
+	var ok bool
 	for len(data) > 0 {
 		num, typ, v, x, rest, ferr := field(data)
 		if ferr != nil {
@@ -263,24 +289,28 @@ func (b *Batch) decodeSpan(data []byte) error {
 				s.spanIDLen = clampLen(len(v))
 				copy(s.SpanID[:], v)
 			case 3:
-				if s.TraceState, err = str(v, "span trace_state"); err != nil {
-					return err
+				if s.TraceState, ok = str(v); !ok {
+					fault = firstFault(fault, faultTraceState)
 				}
 			case 4:
 				s.parentLen = clampLen(len(v))
 				copy(s.ParentSpanID[:], v)
 			case 5:
-				if s.Name, err = str(v, "span name"); err != nil {
-					return err
+				if s.Name, ok = str(v); !ok {
+					fault = firstFault(fault, faultName)
 				}
 			case 9:
-				if err := b.decodeKeyValue(v); err != nil {
+				f, err := b.decodeKeyValue(v, faultAttrKey, faultAttrValue)
+				if err != nil {
 					return err
 				}
+				fault = firstFault(fault, f)
 			case 15:
-				if err := s.decodeStatus(v); err != nil {
+				f, err := s.decodeStatus(v)
+				if err != nil {
 					return err
 				}
+				fault = firstFault(fault, f)
 			}
 		case typ == protowire.VarintType && num == 6:
 			s.Kind = SpanKind(int32(x))
@@ -291,8 +321,20 @@ func (b *Batch) decodeSpan(data []byte) error {
 		}
 		data = rest
 	}
+	// What the JSON transcoder found in this span weighs more: it is why
+	// the span's binary form may lack a field.
+	if f := b.takeJSONFault(len(b.spans)); f != noFault {
+		fault = f
+	}
+	if fault != noFault {
+		// A flagged span is only counted and dropped; its attributes may
+		// hold invalid text, which must not outlive the decoder.
+		b.attrs = b.attrs[:attrStart]
+		s.fault = fault
+	}
 	s.attrStart, s.attrEnd = attrStart, int32(len(b.attrs))
 	if len(b.spans) == cap(b.spans) {
+		var err error
 		if b.spans, err = grow(b, b.spans); err != nil {
 			return err
 		}
@@ -310,70 +352,81 @@ func clampLen(n int) uint8 {
 	return uint8(n)
 }
 
-func (s *Span) decodeStatus(data []byte) error {
+func (s *Span) decodeStatus(data []byte) (spanFault, error) {
+	fault := noFault
+	var ok bool
 	for len(data) > 0 {
 		num, typ, v, x, rest, err := field(data)
 		if err != nil {
-			return err
+			return noFault, err
 		}
 		switch {
 		case num == 2 && typ == protowire.BytesType:
-			if s.StatusMsg, err = str(v, "status message"); err != nil {
-				return err
+			if s.StatusMsg, ok = str(v); !ok {
+				fault = faultStatusMsg
 			}
 		case num == 3 && typ == protowire.VarintType:
 			s.StatusCode = StatusCode(int32(x))
 		}
 		data = rest
 	}
-	return nil
+	return fault, nil
 }
 
-func (b *Batch) decodeKeyValue(data []byte) error {
+// decodeKeyValue appends the attribute in data to b.attrs and returns
+// keyFault or valueFault when its key or string value is not UTF-8.
+func (b *Batch) decodeKeyValue(data []byte, keyFault, valueFault spanFault) (spanFault, error) {
 	var kv KeyValue
-	var err error
+	fault := noFault
+	var ok bool
 	for len(data) > 0 {
-		num, typ, v, _, rest, ferr := field(data)
-		if ferr != nil {
-			return ferr
+		num, typ, v, _, rest, err := field(data)
+		if err != nil {
+			return noFault, err
 		}
 		if typ == protowire.BytesType {
 			switch num {
 			case 1:
-				if kv.Key, err = str(v, "attribute key"); err != nil {
-					return err
+				if kv.Key, ok = str(v); !ok {
+					fault = firstFault(fault, keyFault)
 				}
 			case 2:
 				// A repeated message field merges; for a oneof the last
 				// variant wins, which decodeAnyValue does by overwriting.
-				if err := decodeAnyValue(v, &kv.Value); err != nil {
-					return err
+				valid, err := decodeAnyValue(v, &kv.Value)
+				if err != nil {
+					return noFault, err
+				}
+				if !valid {
+					fault = firstFault(fault, valueFault)
 				}
 			}
 		}
 		data = rest
 	}
 	if len(b.attrs) == cap(b.attrs) {
+		var err error
 		if b.attrs, err = grow(b, b.attrs); err != nil {
-			return err
+			return noFault, err
 		}
 	}
 	b.attrs = append(b.attrs, kv)
-	return nil
+	return fault, nil
 }
 
-func decodeAnyValue(data []byte, out *Value) error {
+// decodeAnyValue reads an AnyValue into out; valid is false when a string
+// value is not UTF-8.
+func decodeAnyValue(data []byte, out *Value) (valid bool, err error) {
+	valid = true
 	for len(data) > 0 {
 		num, typ, v, x, rest, err := field(data)
 		if err != nil {
-			return err
+			return false, err
 		}
 		switch {
 		case num == 1 && typ == protowire.BytesType:
-			s, err := str(v, "attribute string value")
-			if err != nil {
-				return err
-			}
+			s, ok := str(v)
+			valid = valid && ok
 			*out = Value{Type: ValueString, Str: s}
 		case num == 2 && typ == protowire.VarintType:
 			*out = Value{Type: ValueBool, Int: boolInt(protowire.DecodeBool(x))}
@@ -387,7 +440,7 @@ func decodeAnyValue(data []byte, out *Value) error {
 		}
 		data = rest
 	}
-	return nil
+	return valid, nil
 }
 
 func boolInt(b bool) int64 {

@@ -3,6 +3,7 @@ package otlp
 import (
 	"errors"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -143,12 +144,13 @@ var layouts = []struct {
 	{"everything at once", wireLayout{true, true, true, true, true}},
 }
 
-// decodeAndCheck decodes data with DecodeProto and with proto.Unmarshal,
-// and compares. sizes may be nil.
-func decodeAndCheck(t *testing.T, data []byte, sizes []int) {
+// decodeAndCheck decodes data with DecodeProto and with referenceDecode,
+// compares, and returns the faults the spans are flagged with. sizes may
+// be nil.
+func decodeAndCheck(t *testing.T, data []byte, sizes []int) []Fault {
 	t.Helper()
-	var want coltracepb.ExportTraceServiceRequest
-	if err := proto.Unmarshal(data, &want); err != nil {
+	want, faults, err := referenceDecode(data)
+	if err != nil {
 		t.Fatalf("the reference decoder refuses the test input: %v", err)
 	}
 	b := GetBatch()
@@ -156,12 +158,13 @@ func decodeAndCheck(t *testing.T, data []byte, sizes []int) {
 	if err := b.DecodeProto(data); err != nil {
 		t.Fatalf("DecodeProto: %v", err)
 	}
-	if err := checkBatch(b, &want, sizes); err != nil {
+	if err := checkFlagged(b, want, sizes, faults); err != nil {
 		t.Fatal(err)
 	}
 	if err := checkConsistent(b); err != nil {
 		t.Fatal(err)
 	}
+	return faults
 }
 
 func TestDecodeProtoMatchesGenerated(t *testing.T) {
@@ -174,6 +177,142 @@ func TestDecodeProtoMatchesGenerated(t *testing.T) {
 					data, sizes := encodeWith(tc.req, lay.l)
 					decodeAndCheck(t, data, sizes)
 				})
+			}
+		})
+	}
+}
+
+// invalidUTF8Cases are requests where strings are not UTF-8 (invalidMarker
+// before corrupt), with the spans DecodeProto must flag, in batch order.
+func invalidUTF8Cases() []struct {
+	name    string
+	req     *coltracepb.ExportTraceServiceRequest
+	flagged []int
+	why     string // of the first flagged span
+} {
+	bad := func(seed byte, edit func(*tracepb.Span)) *tracepb.Span {
+		s := simpleSpan(seed, tracepb.Span_SPAN_KIND_SERVER, kv("http.route", strV("/a")))
+		edit(s)
+		return s
+	}
+	good := func(seed byte) *tracepb.Span {
+		return simpleSpan(seed, tracepb.Span_SPAN_KIND_CLIENT, kv("k", strV("v")))
+	}
+	svc := func(name string) []*commonpb.KeyValue { return []*commonpb.KeyValue{kv("service.name", strV(name))} }
+	one := func(s *tracepb.Span) *coltracepb.ExportTraceServiceRequest {
+		return request(resourceSpans(svc("a"), scopeSpans("s", good(1), s, good(3))))
+	}
+	return []struct {
+		name    string
+		req     *coltracepb.ExportTraceServiceRequest
+		flagged []int
+		why     string
+	}{
+		{"span name", one(bad(2, func(s *tracepb.Span) { s.Name = invalidMarker })), []int{1}, "span name"},
+		{"trace_state", one(bad(2, func(s *tracepb.Span) { s.TraceState = invalidMarker })), []int{1}, "trace_state"},
+		{"status message", one(bad(2, func(s *tracepb.Span) { s.Status.Message = invalidMarker })), []int{1}, "status message"},
+		{"attribute key", one(bad(2, func(s *tracepb.Span) { s.Attributes = append(s.Attributes, kv(invalidMarker, intV(1))) })), []int{1}, "span attribute key"},
+		{"attribute string value", one(bad(2, func(s *tracepb.Span) { s.Attributes = append(s.Attributes, kv("k", strV(invalidMarker))) })), []int{1}, "span attribute string value"},
+		{"two spans of three", request(resourceSpans(svc("a"), scopeSpans("s",
+			bad(1, func(s *tracepb.Span) { s.Name = invalidMarker }), good(2),
+			bad(3, func(s *tracepb.Span) { s.Attributes[0].Value = strV(invalidMarker) })))), []int{0, 2}, "span name"},
+		{"resource attribute value", request(
+			resourceSpans(svc("ok"), scopeSpans("s", good(1))),
+			resourceSpans(svc(invalidMarker), scopeSpans("s", good(2), good(3)), scopeSpans("t", good(4))),
+			resourceSpans(svc("ok too"), scopeSpans("s", good(5)))), []int{1, 2, 3}, "resource attribute string value"},
+		{"resource attribute key", request(
+			resourceSpans([]*commonpb.KeyValue{kv("service.name", strV("x")), kv(invalidMarker, strV("y"))}, scopeSpans("s", good(1))),
+			resourceSpans(svc("ok"), scopeSpans("s", good(2)))), []int{0}, "resource attribute key"},
+		{"flagged span in a flagged resource", request(
+			resourceSpans(svc(invalidMarker), scopeSpans("s", bad(1, func(s *tracepb.Span) { s.Name = invalidMarker }), good(2)))), []int{0, 1}, "span name"},
+		{"strings the processors never read", request(resourceSpans(svc("a"),
+			&tracepb.ScopeSpans{Scope: &commonpb.InstrumentationScope{Name: invalidMarker}, SchemaUrl: invalidMarker, Spans: []*tracepb.Span{
+				bad(1, func(s *tracepb.Span) {
+					s.Events = []*tracepb.Span_Event{{Name: invalidMarker, Attributes: []*commonpb.KeyValue{kv(invalidMarker, strV(invalidMarker))}}}
+					s.Links = []*tracepb.Span_Link{{TraceId: seqID(1, 16), SpanId: seqID(2, 8), TraceState: invalidMarker}}
+					s.Attributes = append(s.Attributes, kv("array", arrV(strV(invalidMarker))), kv("map", kvlistV(kv(invalidMarker, strV(invalidMarker)))))
+				}),
+				good(2),
+			}})), nil, ""},
+	}
+}
+
+// TestDecodeProtoFlagsInvalidUTF8: a string that is not UTF-8 flags its
+// span (or its resource's spans) and nothing else, whatever the layout,
+// where the generated decoder refuses the whole request.
+func TestDecodeProtoFlagsInvalidUTF8(t *testing.T) {
+	for _, tc := range invalidUTF8Cases() {
+		t.Run(tc.name, func(t *testing.T) {
+			data := corrupt(mustMarshal(tc.req))
+			var ref coltracepb.ExportTraceServiceRequest
+			if proto.Unmarshal(data, &ref) == nil {
+				t.Fatal("the generated decoder accepts the input: the case tests nothing")
+			}
+			want := make([]Fault, len(canonicalSizes(tc.req)))
+			for _, i := range tc.flagged {
+				want[i] = FaultUTF8
+			}
+			if got := decodeAndCheck(t, data, canonicalSizes(tc.req)); !slices.Equal(got, want) {
+				t.Fatalf("the reference rule flags %v, want %v", got, want)
+			}
+			if tc.why != "" {
+				b := GetBatch()
+				defer b.Release()
+				if err := b.DecodeProto(data); err != nil {
+					t.Fatal(err)
+				}
+				var flagged *Span
+				for ri := range b.Resources {
+					for si := range b.Resources[ri].Spans {
+						if f, _ := b.Resources[ri].Spans[si].Fault(); f != FaultNone && flagged == nil {
+							flagged = &b.Resources[ri].Spans[si]
+						}
+					}
+				}
+				if _, why := flagged.Fault(); why != tc.why+" is not valid UTF-8" && why != "a "+tc.why+" is not valid UTF-8" {
+					t.Errorf("first flagged span: %q, want it to name the %s", why, tc.why)
+				}
+			}
+			for _, lay := range layouts {
+				t.Run(lay.name, func(t *testing.T) {
+					data, sizes := encodeWith(tc.req, lay.l)
+					decodeAndCheck(t, corrupt(data), sizes)
+				})
+			}
+		})
+	}
+}
+
+// TestDecodeProtoFlagsMergedStrings: a string that is not UTF-8 flags the
+// span even when a later field of the encoding replaces it, as the
+// generated decoder refuses it even then.
+func TestDecodeProtoFlagsMergedStrings(t *testing.T) {
+	// Clipped: every case appends to it.
+	ids := slices.Clip(appendMsg(appendMsg(nil, 1, seqID(1, 16)), 2, seqID(2, 8)))
+	badUTF8 := []byte("caf\xc3(")
+	attr := func(values ...[]byte) []byte {
+		kv := appendMsg(nil, 1, []byte("k"))
+		for _, v := range values {
+			kv = appendMsg(kv, 2, v)
+		}
+		return appendMsg(nil, 9, kv)
+	}
+	cases := []struct {
+		name string
+		span []byte
+	}{
+		{"surrogate half in the name", appendMsg(ids, 5, []byte("\xed\xa0\x80"))},
+		{"a bad name, then a good one", appendMsg(appendMsg(ids, 5, badUTF8), 5, []byte("good"))},
+		{"a bad string value, then an int in the same AnyValue", append(ids, attr(append(appendMsg(nil, 1, badUTF8), appendVarint(nil, 3, 7)...))...)},
+		{"a bad string value, then an int in a second AnyValue", append(ids, attr(appendMsg(nil, 1, badUTF8), appendVarint(nil, 3, 7))...)},
+		{"a bad status message, then a second status", appendMsg(appendMsg(ids, 15, appendMsg(nil, 2, badUTF8)), 15, appendVarint(nil, 3, 2))},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			good := appendMsg(ids, 5, []byte("fine"))
+			data := appendMsg(nil, 1, appendMsg(nil, 2, append(appendMsg(nil, 2, tc.span), appendMsg(nil, 2, good)...)))
+			if got := decodeAndCheck(t, data, []int{len(tc.span), len(good)}); !slices.Equal(got, []Fault{FaultUTF8, FaultNone}) {
+				t.Errorf("flagged %v, want the first span only", got)
 			}
 		})
 	}
@@ -301,7 +440,6 @@ func TestDecodeProtoMalformed(t *testing.T) {
 	wrap := func(span []byte) []byte {
 		return appendMsg(nil, 1, appendMsg(nil, 2, appendMsg(nil, 2, span)))
 	}
-	withAttr := func(attr []byte) []byte { return wrap(appendMsg(nil, 9, attr)) }
 	badUTF8 := []byte("caf\xc3(") // a 2-byte sequence cut short
 	overlong := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}
 
@@ -321,14 +459,8 @@ func TestDecodeProtoMalformed(t *testing.T) {
 		{"bad varint in unknown span field", wrap(append(protowire.AppendTag(nil, 12, protowire.VarintType), 0x80, 0x80))},
 		{"truncated inside resource attributes", appendMsg(nil, 1, appendMsg(nil, 1, []byte{0x0a, 0x05, 'a'}))},
 		{"resource after spans is malformed", appendMsg(nil, 1, append(appendMsg(nil, 2, nil), 0x0a, 0x03, 0x0a, 0x05, 'x'))},
-		{"invalid UTF-8 in span name", wrap(appendMsg(nil, 5, badUTF8))},
-		{"invalid UTF-8 in trace_state", wrap(appendMsg(nil, 3, badUTF8))},
-		{"invalid UTF-8 in status message", wrap(appendMsg(nil, 15, appendMsg(nil, 2, badUTF8)))},
-		{"invalid UTF-8 in attribute key", withAttr(appendMsg(nil, 1, badUTF8))},
-		{"invalid UTF-8 in string value", withAttr(appendMsg(nil, 2, appendMsg(nil, 1, badUTF8)))},
-		{"invalid UTF-8 in resource attribute", appendMsg(nil, 1, appendMsg(nil, 1, appendMsg(nil, 1, appendMsg(nil, 1, badUTF8))))},
-		{"surrogate half in span name", wrap(appendMsg(nil, 5, []byte("\xed\xa0\x80")))},
-		{"error after good spans", append(wrap(appendMsg(nil, 5, []byte("ok"))), wrap(appendMsg(nil, 5, badUTF8))...)},
+		{"error after good spans", append(wrap(appendMsg(nil, 5, []byte("ok"))), wrap(append(protowire.AppendTag(nil, 7, protowire.Fixed64Type), 1))...)},
+		{"error after a flagged span", append(wrap(appendMsg(nil, 5, badUTF8)), 0x0a, 0x05)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -9,18 +10,27 @@ import (
 )
 
 // FuzzDecodeProto holds DecodeProto to the generated decoder: on any input
-// it must not panic; whatever proto.Unmarshal accepts it must accept and
-// read the same way; when it fails, the error wraps ErrMalformed and the
-// batch is empty. It may accept more than the reference (it does not look
-// inside fields it skips), but what it returns must still be consistent.
+// it must not panic; whatever referenceDecode (proto.Unmarshal, with the
+// rule for strings that are not UTF-8) accepts it must accept and read the
+// same way, flagging the spans the rule flags; when it fails, the error
+// wraps ErrMalformed and the batch is empty. It may accept more than the
+// reference (it does not look inside fields it skips), but what it
+// returns must still be consistent.
 //
 // Seeds: testdata/fuzz/FuzzDecodeProto (realistic requests, every value
-// type, odd ids, unusual field orders, merge rules, malformed input).
+// type, odd ids, unusual field orders, merge rules, malformed input, text
+// that is not UTF-8 in a span, a resource, or where nothing reads it).
 func FuzzDecodeProto(f *testing.F) {
 	f.Add(mustMarshal(realisticRequest(2, 3, 2, 1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want coltracepb.ExportTraceServiceRequest
-		refErr := proto.Unmarshal(data, &want)
+		want, faults, refErr := referenceDecode(data)
+		var plain coltracepb.ExportTraceServiceRequest
+		if proto.Unmarshal(data, &plain) == nil {
+			// The rule must change nothing where there is nothing to flag.
+			if refErr != nil || slices.ContainsFunc(faults, func(f Fault) bool { return f != FaultNone }) || !proto.Equal(&plain, want) {
+				t.Fatalf("referenceDecode differs from proto.Unmarshal on valid input: %v, %v", refErr, faults)
+			}
+		}
 
 		b := GetBatch()
 		defer b.Release()
@@ -48,7 +58,7 @@ func FuzzDecodeProto(f *testing.F) {
 			}
 		}
 		if refErr == nil {
-			if err := checkBatch(b, &want, nil); err != nil {
+			if err := checkFlagged(b, want, nil, faults); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -57,8 +67,9 @@ func FuzzDecodeProto(f *testing.F) {
 
 // FuzzDecodeJSON: DecodeJSON must not panic; errors wrap ErrMalformed and
 // leave the batch empty; a decoded batch is consistent, equals what the
-// binary path makes of the same request, and survives a MarshalJSON /
-// DecodeJSON round trip.
+// binary path makes of the binary request it was turned into, flags the
+// spans that jsonSpanFaults and referenceDecode say it must, and survives
+// a MarshalJSON / DecodeJSON round trip.
 func FuzzDecodeJSON(f *testing.F) {
 	f.Add([]byte(otlpJSON))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -77,15 +88,39 @@ func FuzzDecodeJSON(f *testing.F) {
 		if err := checkConsistent(b); err != nil {
 			t.Fatal(err)
 		}
-		// b.raw holds the binary request the JSON was turned into.
-		var req coltracepb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(b.raw, &req); err != nil {
+		// b.raw holds the binary request the JSON was turned into: text
+		// that is not UTF-8 stays so, ids that are not hex and unknown
+		// enum names are left out.
+		req, faults, err := referenceDecode(b.raw)
+		if err != nil {
 			t.Fatalf("DecodeJSON produced a binary request the reference refuses: %v", err)
 		}
-		if err := checkBatch(b, &req, canonicalSizes(&req)); err != nil {
+		jsonFaults, err := jsonSpanFaults(data)
+		if err != nil {
+			t.Fatalf("encoding/json refuses what DecodeJSON accepts: %v", err)
+		}
+		if len(jsonFaults) != len(faults) {
+			t.Fatalf("%d spans in the JSON, %d in the binary request", len(jsonFaults), len(faults))
+		}
+		i := 0
+		for ri := range b.Resources {
+			for si := range b.Resources[ri].Spans {
+				// The transcoder keeps the first of a span's JSON faults,
+				// and those come before any other.
+				if allowed := jsonFaults[i]; len(allowed) > 0 {
+					got, _ := b.Resources[ri].Spans[si].Fault()
+					faults[i] = allowed[0]
+					if slices.Contains(allowed, got) {
+						faults[i] = got
+					}
+				}
+				i++
+			}
+		}
+		if err := checkFlagged(b, req, canonicalSizes(req), faults); err != nil {
 			t.Fatal(err)
 		}
-		doc, err := MarshalJSON(&req)
+		doc, err := MarshalJSON(req)
 		if err != nil {
 			t.Fatalf("MarshalJSON of a decoded request: %v", err)
 		}
@@ -94,7 +129,7 @@ func FuzzDecodeJSON(f *testing.F) {
 		if err := again.DecodeJSON(doc); err != nil {
 			t.Fatalf("DecodeJSON(MarshalJSON(req)): %v\n%s", err, doc)
 		}
-		if err := checkBatch(again, &req, canonicalSizes(&req)); err != nil {
+		if err := checkBatch(again, req, canonicalSizes(req)); err != nil {
 			t.Fatalf("round trip: %v", err)
 		}
 	})

@@ -7,6 +7,7 @@ package otlp
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -19,6 +20,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // --- generated-type shorthands ---
@@ -238,6 +240,9 @@ func wantIDError(s *tracepb.Span) string {
 }
 
 func checkSpan(where string, g *Span, w *tracepb.Span) error {
+	if f, why := g.Fault(); f != FaultNone {
+		return fmt.Errorf("%s: flagged %d (%s), want not flagged", where, f, why)
+	}
 	switch {
 	case g.Name != w.Name:
 		return fmt.Errorf("%s: name %q, want %q", where, g.Name, w.Name)
@@ -275,10 +280,20 @@ func checkSpan(where string, g *Span, w *tracepb.Span) error {
 	return checkAttrs(where, g.Attributes, w.Attributes)
 }
 
-// checkBatch compares b with req, the generated decoding of the same bytes.
-// sizes, when not nil, holds the expected Size of every span in order;
-// canonicalSizes(req) gives them for a request encoded by proto.Marshal.
+// checkBatch compares b with req, the generated decoding of the same bytes,
+// where no span may be flagged. sizes, when not nil, holds the expected
+// Size of every span in order; canonicalSizes(req) gives them for a request
+// encoded by proto.Marshal.
 func checkBatch(b *Batch, req *coltracepb.ExportTraceServiceRequest, sizes []int) error {
+	return checkFlagged(b, req, sizes, nil)
+}
+
+// checkFlagged is checkBatch where faults, when not nil, holds the fault
+// every span must be flagged with, in order. A flagged span is compared
+// only by its fault and its Size: the receiver drops it, and its text may
+// be what the reference had to replace (checkConsistent sees that what
+// is left of it is UTF-8).
+func checkFlagged(b *Batch, req *coltracepb.ExportTraceServiceRequest, sizes []int, faults []Fault) error {
 	if len(b.Resources) != len(req.ResourceSpans) {
 		return fmt.Errorf("%d resources, want %d", len(b.Resources), len(req.ResourceSpans))
 	}
@@ -298,7 +313,12 @@ func checkBatch(b *Batch, req *coltracepb.ExportTraceServiceRequest, sizes []int
 		for si, w := range want {
 			// The context is formatted only on failure: the fuzzer runs this
 			// for every input.
-			if err := checkSpan("span", &got.Spans[si], w); err != nil {
+			if faults != nil && faults[total+si] != FaultNone {
+				g := &got.Spans[si]
+				if f, why := g.Fault(); f != faults[total+si] || why == "" {
+					return fmt.Errorf("resource %d, span %d: flagged %d (%q), want flagged %d", ri, si, f, why, faults[total+si])
+				}
+			} else if err := checkSpan("span", &got.Spans[si], w); err != nil {
 				return fmt.Errorf("resource %d, span %d: %w", ri, si, err)
 			}
 			if sizes != nil && got.Spans[si].Size != sizes[total+si] {
@@ -344,6 +364,11 @@ func checkConsistent(b *Batch) error {
 			if !utf8.ValidString(s.Name) || !utf8.ValidString(s.TraceState) || !utf8.ValidString(s.StatusMsg) {
 				return fmt.Errorf("resource %d span %d: invalid UTF-8", ri, si)
 			}
+			for _, a := range s.Attributes {
+				if !utf8.ValidString(a.Key) || !utf8.ValidString(a.Value.Str) {
+					return fmt.Errorf("resource %d span %d: invalid UTF-8 in attribute %q", ri, si, a.Key)
+				}
+			}
 			if s.Size < 0 {
 				return fmt.Errorf("resource %d span %d: negative size", ri, si)
 			}
@@ -358,6 +383,179 @@ func checkConsistent(b *Batch) error {
 		return fmt.Errorf("SpanCount %d, but resources hold %d spans", b.SpanCount, n)
 	}
 	return nil
+}
+
+// --- the rule for flagged spans ---
+
+// The generated decoder refuses a whole request when one of its strings
+// is not UTF-8; DecodeProto flags the span instead (Fault), or every span
+// of the resource. referenceDecode states the rule and leaves the decoding
+// to proto.Unmarshal:
+//
+//   - a span is flagged FaultUTF8 when one of the strings the processors
+//     read is not UTF-8: its name, trace_state or status message, or the
+//     key or string value of one of its attributes;
+//   - every span of a resource is, when the key or string value of one of
+//     the resource's attributes is not, and the resource's attributes are
+//     dropped;
+//   - any other string that is not UTF-8 (scope, events, links, arrays)
+//     changes nothing: the decoder never reads it.
+//
+// The strings that are not UTF-8 are replaced by as many '?' (so sizes
+// stay), the dropped resources removed, and proto.Unmarshal decodes the
+// rest; it fails only for what DecodeProto may not notice either (bad
+// framing inside fields it skips) or must refuse.
+func referenceDecode(data []byte) (*coltracepb.ExportTraceServiceRequest, []Fault, error) {
+	var faults []Fault
+	md := (&coltracepb.ExportTraceServiceRequest{}).ProtoReflect().Descriptor()
+	clean, _, err := sanitizeUTF8(md, data, true, &faults)
+	if err != nil {
+		return nil, nil, err
+	}
+	var req coltracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(clean, &req); err != nil {
+		return nil, nil, err
+	}
+	return &req, faults, nil
+}
+
+// readFields are the message fields that lead to strings the processors
+// read, and those strings.
+var readFields = map[protoreflect.FullName]bool{
+	"opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest.resource_spans": true,
+	"opentelemetry.proto.trace.v1.ResourceSpans.resource":                             true,
+	"opentelemetry.proto.trace.v1.ResourceSpans.scope_spans":                          true,
+	"opentelemetry.proto.resource.v1.Resource.attributes":                             true,
+	"opentelemetry.proto.trace.v1.ScopeSpans.spans":                                   true,
+	"opentelemetry.proto.trace.v1.Span.attributes":                                    true,
+	"opentelemetry.proto.trace.v1.Span.status":                                        true,
+	"opentelemetry.proto.common.v1.KeyValue.value":                                    true,
+
+	"opentelemetry.proto.trace.v1.Span.name":              true,
+	"opentelemetry.proto.trace.v1.Span.trace_state":       true,
+	"opentelemetry.proto.trace.v1.Status.message":         true,
+	"opentelemetry.proto.common.v1.KeyValue.key":          true,
+	"opentelemetry.proto.common.v1.AnyValue.string_value": true,
+}
+
+// sanitizeUTF8 rewrites the message data of type md by the rule above,
+// appending the fault of every span it meets to faults. read says whether
+// the processors read the message; bad whether one of the strings they
+// read in it is not UTF-8.
+func sanitizeUTF8(md protoreflect.MessageDescriptor, data []byte, read bool, faults *[]Fault) (out []byte, bad bool, err error) {
+	var resources []byte // a ResourceSpans' resource fields, kept for last
+	resourceBad := false
+	firstSpan := len(*faults)
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return nil, false, protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, data[n:])
+		if m < 0 {
+			return nil, false, protowire.ParseError(m)
+		}
+		whole := data[:n+m]
+		data = data[n+m:]
+		fd := md.Fields().ByNumber(num)
+		if fd == nil || typ != protowire.BytesType || (fd.Kind() != protoreflect.StringKind && fd.Kind() != protoreflect.MessageKind) {
+			out = append(out, whole...)
+			continue
+		}
+		v, _ := protowire.ConsumeBytes(whole[n:])
+		onPath := read && readFields[fd.FullName()]
+		if fd.Kind() == protoreflect.StringKind {
+			if !utf8.Valid(v) {
+				bad = bad || onPath
+				v = bytes.Repeat([]byte("?"), len(v))
+			}
+			out = appendMsg(out, num, v)
+			continue
+		}
+		sub, subBad, err := sanitizeUTF8(fd.Message(), v, onPath, faults)
+		if err != nil {
+			return nil, false, err
+		}
+		switch fd.FullName() {
+		case "opentelemetry.proto.trace.v1.ScopeSpans.spans":
+			f := FaultNone
+			if subBad {
+				f = FaultUTF8
+			}
+			*faults = append(*faults, f)
+			out = appendMsg(out, num, sub)
+		case "opentelemetry.proto.trace.v1.ResourceSpans.resource":
+			resourceBad = resourceBad || subBad
+			resources = appendMsg(resources, num, sub)
+		default:
+			bad = bad || subBad
+			out = appendMsg(out, num, sub)
+		}
+	}
+	if resourceBad {
+		for i := firstSpan; i < len(*faults); i++ {
+			(*faults)[i] = FaultUTF8
+		}
+	} else {
+		out = append(out, resources...)
+	}
+	return out, bad, nil
+}
+
+// invalidMarker, in a test request, is replaced by invalidText (as long,
+// not UTF-8) once the request is encoded: proto.Marshal refuses to write
+// what the decoder must be tested with.
+const invalidMarker, invalidText = "~INVALID~", "in\xc3(valid"
+
+func corrupt(data []byte) []byte {
+	return bytes.ReplaceAll(data, []byte(invalidMarker), []byte(invalidText))
+}
+
+// jsonSpanFaults reads an OTLP/JSON request with encoding/json and says,
+// for every span in order, which faults of the OTLP/JSON rules it breaks:
+// an id (of the span or of a link) that is not hex, a kind or status code
+// name that the enum does not have.
+func jsonSpanFaults(doc []byte) ([][]Fault, error) {
+	var root map[string]any
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	if err := dec.Decode(&root); err != nil {
+		return nil, err
+	}
+	notHex := func(m map[string]any, camel, snake string) bool {
+		v, _ := both(m, camel, snake)
+		s, ok := v.(string)
+		_, err := hex.DecodeString(s)
+		return ok && err != nil
+	}
+	unknownName := func(v any, names map[string]int32) bool {
+		s, ok := v.(string)
+		_, known := names[s]
+		return ok && !known
+	}
+	var out [][]Fault
+	rss, _ := both(root, "resourceSpans", "resource_spans")
+	for _, rs := range objects(rss) {
+		sss, _ := both(rs, "scopeSpans", "scope_spans")
+		for _, ss := range objects(sss) {
+			for _, span := range objects(ss["spans"]) {
+				var faults []Fault
+				ids := notHex(span, "traceId", "trace_id") || notHex(span, "spanId", "span_id") || notHex(span, "parentSpanId", "parent_span_id")
+				for _, link := range objects(span["links"]) {
+					ids = ids || notHex(link, "traceId", "trace_id") || notHex(link, "spanId", "span_id")
+				}
+				if ids {
+					faults = append(faults, FaultID)
+				}
+				status, _ := span["status"].(map[string]any)
+				if unknownName(span["kind"], tracepb.Span_SpanKind_value) || unknownName(status["code"], tracepb.Status_StatusCode_value) {
+					faults = append(faults, FaultEnum)
+				}
+				out = append(out, faults)
+			}
+		}
+	}
+	return out, nil
 }
 
 // --- hand-made wire encodings ---

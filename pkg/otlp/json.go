@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -35,6 +37,11 @@ import (
 // base64 bytes; OTLP/JSON's one difference, hex trace and span ids, is the
 // hexID fields.
 //
+// Where protojson would refuse the whole request for one span's value, the
+// span is flagged instead (see Fault): an id that is not hex, an enum name
+// the enum does not have, text that is not UTF-8 where DecodeProto flags
+// it (encoding/json would hide that behind U+FFFD).
+//
 // With a budget (Charge), the binary buffer is charged at the size of the
 // body before decoding starts (the wire form is smaller than the JSON
 // one), together with jsonScratchFactor times the body for the JSON
@@ -50,12 +57,13 @@ func (b *Batch) DecodeJSON(data []byte) error {
 		return err
 	}
 	b.spare = out
-	t := transcoder{b: b, dec: json.NewDecoder(bytes.NewReader(data)), out: out}
+	t := transcoder{b: b, data: data, dec: json.NewDecoder(bytes.NewReader(data)), out: out}
 	t.dec.UseNumber()
 	err = t.request()
 	// Keep the larger buffer for the next request either way.
 	b.spare = t.out[:0]
 	if err != nil {
+		b.jsonFaults = b.jsonFaults[:0]
 		return err
 	}
 	b.raw, b.spare = t.out, b.raw[:0]
@@ -83,14 +91,19 @@ type jsonField struct {
 	// proto.Marshal does.
 	presence bool
 	hexID    bool
-	enum     protoreflect.EnumValueDescriptors
-	msg      *jsonMessage
+	// fault flags the span when the value is not hex (hexID) or not a
+	// name of the enum; noFault refuses the request instead.
+	fault spanFault
+	enum  protoreflect.EnumValueDescriptors
+	msg   *jsonMessage
 }
 
 // jsonMessage maps both JSON spellings of each field name to the field.
 type jsonMessage struct {
 	name   protoreflect.FullName
 	fields map[string]*jsonField
+	// span: the message is a Span, the unit that a fault refuses.
+	span bool
 }
 
 var (
@@ -109,10 +122,8 @@ func buildJSONMessage(md protoreflect.MessageDescriptor, done map[protoreflect.F
 	if m, ok := done[md.FullName()]; ok {
 		return m
 	}
-	m := &jsonMessage{name: md.FullName(), fields: map[string]*jsonField{}}
+	m := &jsonMessage{name: md.FullName(), fields: map[string]*jsonField{}, span: md.FullName() == spanMessage}
 	done[md.FullName()] = m
-	// OTLP/JSON writes these as hex; every other bytes field is base64.
-	ids := md.FullName() == "opentelemetry.proto.trace.v1.Span" || md.FullName() == "opentelemetry.proto.trace.v1.Span.Link"
 	for i := 0; i < md.Fields().Len(); i++ {
 		fd := md.Fields().Get(i)
 		f := &jsonField{
@@ -123,12 +134,10 @@ func buildJSONMessage(md protoreflect.MessageDescriptor, done map[protoreflect.F
 		if o := fd.ContainingOneof(); o != nil {
 			f.oneof = o.Index()
 		}
-		if ids && fd.Kind() == protoreflect.BytesKind {
-			switch fd.Name() {
-			case "trace_id", "span_id", "parent_span_id":
-				f.hexID = true
-			}
-		}
+		f.fault = spanFaultFields[fd.FullName()]
+		// OTLP/JSON writes trace and span ids as hex; every other bytes
+		// field is base64.
+		f.hexID = fd.Kind() == protoreflect.BytesKind && f.fault != noFault
 		switch fd.Kind() {
 		case protoreflect.EnumKind:
 			f.enum = fd.Enum().Values()
@@ -141,13 +150,38 @@ func buildJSONMessage(md protoreflect.MessageDescriptor, done map[protoreflect.F
 	return m
 }
 
+const spanMessage = "opentelemetry.proto.trace.v1.Span"
+
+// spanFaultFields are the fields whose bad values refuse their span, not the
+// request: the OTLP/JSON encoding's own rules (hex ids, enums as
+// integers) are about one value, and the JSON around it is sound, so the
+// sender's other spans need not be lost. Every one of them lies inside a
+// Span.
+var spanFaultFields = map[protoreflect.FullName]spanFault{
+	spanMessage + ".trace_id":                  faultTraceIDHex,
+	spanMessage + ".span_id":                   faultSpanIDHex,
+	spanMessage + ".parent_span_id":            faultParentIDHex,
+	spanMessage + ".Link.trace_id":             faultLinkIDHex,
+	spanMessage + ".Link.span_id":              faultLinkIDHex,
+	spanMessage + ".kind":                      faultKindName,
+	"opentelemetry.proto.trace.v1.Status.code": faultStatusCodeName,
+}
+
 // transcoder writes the protobuf form of a JSON request into out, charging
 // the batch's budget as out grows.
 type transcoder struct {
 	b     *Batch
+	data  []byte // the JSON, which dec reads
 	dec   *json.Decoder
 	out   []byte
 	depth int
+	// tokStart is the offset in data where the last token's text begins,
+	// or the separators before it.
+	tokStart int64
+	// spans counts the Span messages written; fault is the first fault of
+	// the one being written.
+	spans int
+	fault spanFault
 }
 
 func (t *transcoder) request() error {
@@ -168,6 +202,7 @@ func (t *transcoder) request() error {
 }
 
 func (t *transcoder) token() (json.Token, error) {
+	t.tokStart = t.dec.InputOffset()
 	tok, err := t.dec.Token()
 	if err != nil {
 		if err == io.EOF {
@@ -292,14 +327,25 @@ func (t *transcoder) value(f *jsonField, key string, tok json.Token) error {
 		t.out = protowire.AppendTag(t.out, f.num, protowire.BytesType)
 		t.out = append(t.out, 0)
 		start := len(t.out)
+		if f.msg.span {
+			t.fault = noFault
+		}
 		if err := t.message(f.msg); err != nil {
 			return err
+		}
+		if f.msg.span {
+			if err := t.endSpan(); err != nil {
+				return err
+			}
 		}
 		return t.closeLength(start)
 	case protoreflect.StringKind:
 		s, ok := tok.(string)
 		if !ok {
 			return malformed("%s must be a string", key)
+		}
+		if strings.ContainsRune(s, utf8.RuneError) {
+			return t.appendRawString(f)
 		}
 		return t.appendBytes(f, s)
 	case protoreflect.BytesKind:
@@ -327,7 +373,15 @@ func (t *transcoder) value(f *jsonField, key string, tok json.Token) error {
 		case string:
 			ev := f.enum.ByName(protoreflect.Name(v))
 			if ev == nil {
-				return nil // an unknown name is discarded, as protojson does
+				// protojson with DiscardUnknown reads an unknown name as
+				// unset, which would count the span under a kind or
+				// status it does not have. OTLP/JSON allows no names at
+				// all; known ones are still read, as protojson does.
+				if f.fault == noFault {
+					return malformed("%s: %q is not a name of %s", key, v, f.enum.Get(0).Parent().FullName())
+				}
+				t.fault = firstFault(t.fault, f.fault)
+				return nil
 			}
 			n = int64(ev.Number())
 		case json.Number:
@@ -443,6 +497,7 @@ func (t *transcoder) appendBytesValue(f *jsonField, key, s string) error {
 	if err := t.need(len(s)); err != nil {
 		return err
 	}
+	tag := len(t.out)
 	t.out = protowire.AppendTag(t.out, f.num, protowire.BytesType)
 	t.out = append(t.out, 0)
 	start := len(t.out)
@@ -450,7 +505,10 @@ func (t *transcoder) appendBytesValue(f *jsonField, key, s string) error {
 	if f.hexID {
 		t.out, err = hex.AppendDecode(t.out, []byte(s))
 		if err != nil {
-			return malformed("%s %q is not hex: %v", key, s, err)
+			// The field is left out; the span is refused for it.
+			t.out = t.out[:tag]
+			t.fault = firstFault(t.fault, f.fault)
+			return nil
 		}
 	} else {
 		enc := base64.StdEncoding
@@ -465,6 +523,105 @@ func (t *transcoder) appendBytesValue(f *jsonField, key, s string) error {
 		}
 	}
 	return t.closeLength(start)
+}
+
+// endSpan counts the Span just written and records its fault for
+// DecodeProto, which flags it.
+func (t *transcoder) endSpan() error {
+	if t.fault != noFault {
+		if len(t.b.jsonFaults) == cap(t.b.jsonFaults) {
+			var err error
+			if t.b.jsonFaults, err = grow(t.b, t.b.jsonFaults); err != nil {
+				return err
+			}
+		}
+		t.b.jsonFaults = append(t.b.jsonFaults, jsonFault{span: t.spans, fault: t.fault})
+	}
+	t.spans++
+	return nil
+}
+
+// appendRawString writes the string token just read as it is in the JSON
+// text. encoding/json turns invalid UTF-8 and lone surrogate escapes into
+// U+FFFD, which would hide that the sender's text is not UTF-8: with the
+// original bytes (a lone surrogate as its 3-byte form, which is not UTF-8
+// either), DecodeProto refuses the span as it would a binary one. Only
+// strings holding U+FFFD come here.
+func (t *transcoder) appendRawString(f *jsonField) error {
+	end := int(t.dec.InputOffset()) - 1 // the closing quote
+	open := int(t.tokStart) + bytes.IndexByte(t.data[t.tokStart:end], '"')
+	raw := t.data[open+1 : end]
+	// Unescaping only shortens the text.
+	if err := t.need(len(raw)); err != nil {
+		return err
+	}
+	t.out = protowire.AppendTag(t.out, f.num, protowire.BytesType)
+	t.out = append(t.out, 0)
+	start := len(t.out)
+	t.out = appendUnescaped(t.out, raw)
+	return t.closeLength(start)
+}
+
+// appendUnescaped appends the JSON string text raw, which encoding/json
+// has already checked, with its escapes decoded and any other byte kept.
+func appendUnescaped(dst, raw []byte) []byte {
+	for i := 0; i < len(raw); {
+		if raw[i] != '\\' {
+			dst = append(dst, raw[i])
+			i++
+			continue
+		}
+		c := raw[i+1]
+		i += 2
+		switch c {
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r := hex4(raw[i:])
+			i += 4
+			if utf16.IsSurrogate(r) && i+6 <= len(raw) && raw[i] == '\\' && raw[i+1] == 'u' {
+				if pair := utf16.DecodeRune(r, hex4(raw[i+2:])); pair != utf8.RuneError {
+					dst = utf8.AppendRune(dst, pair)
+					i += 6
+					continue
+				}
+			}
+			if utf16.IsSurrogate(r) {
+				// utf8.AppendRune would write U+FFFD.
+				dst = append(dst, 0xe0|byte(r>>12), 0x80|byte(r>>6)&0x3f, 0x80|byte(r)&0x3f)
+				continue
+			}
+			dst = utf8.AppendRune(dst, r)
+		default: // '"', '\\', '/'
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// hex4 reads the four hex digits of a \u escape.
+func hex4(p []byte) rune {
+	var r rune
+	for _, c := range p[:4] {
+		r <<= 4
+		switch {
+		case c >= 'a':
+			r |= rune(c-'a') + 10
+		case c >= 'A':
+			r |= rune(c-'A') + 10
+		default:
+			r |= rune(c - '0')
+		}
+	}
+	return r
 }
 
 // closeLength writes the length of what follows start, where one byte was
@@ -620,9 +777,10 @@ func base64ToHex(name, id string) (string, error) {
 	return hex.EncodeToString(raw), nil
 }
 
-// MarshalJSON encodes a request in OTLP/JSON: protobuf JSON with hex ids.
+// MarshalJSON encodes a request in OTLP/JSON: protobuf JSON with hex ids
+// and enums as integers, since OTLP/JSON forbids their names.
 func MarshalJSON(req *coltracepb.ExportTraceServiceRequest) ([]byte, error) {
-	canonical, err := protojson.Marshal(req)
+	canonical, err := protojson.MarshalOptions{UseEnumNumbers: true}.Marshal(req)
 	if err != nil {
 		return nil, err
 	}

@@ -4,8 +4,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -141,10 +144,6 @@ func TestDecodeJSON(t *testing.T) {
 			request(&tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{Name: "x"}}}}})},
 		{"odd-sized but hex ids", `{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102","spanId":"0a0b0c0d0e0f101112"}]}]}]}`,
 			request(&tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{1, 2}, SpanId: seqID(10, 9)}}}}})},
-		// protojson's DiscardUnknown drops enum names it does not know, as
-		// it drops unknown fields: a newer sender's kind reads as unset.
-		{"unknown enum name", `{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","kind":"SPAN_KIND_SIDEWAYS"}]}]}]}`,
-			request(&tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{Name: "x"}}}}})},
 		{"unknown top-level field", `{"resourceSpans":[], "extension": {"a": 1}}`, request()},
 	}
 	for _, tc := range cases {
@@ -175,14 +174,8 @@ func TestDecodeJSONMalformed(t *testing.T) {
 		{"string at top level", `"x"`},
 		{"two documents", `{} {}`},
 		{"trailing garbage", `{}x`},
-		{"trace id not hex", span(`"traceId":"zz8efff798038103d269b633813fc60c"`)},
-		{"trace id odd number of digits", span(`"traceId":"5b8efff798038103d269b633813fc60"`)},
-		{"span id base64 as protobuf JSON would write it", span(`"spanId":"7uGbfsPBsXQ="`)},
-		{"parent id not hex", span(`"parentSpanId":"g000000000000000"`)},
-		{"snake_case id not hex", span(`"span_id":"xyz"`)},
 		{"trace id a number", span(`"traceId":12345`)},
 		{"trace id an object", span(`"traceId":{}`)},
-		{"link id not hex", span(`"links":[{"traceId":"nothex"}]`)},
 		{"intValue not an integer", span(`"attributes":[{"key":"k","value":{"intValue":"12a"}}]`)},
 		{"kind of the wrong type", span(`"kind":{"a":1}`)},
 		{"time negative", span(`"startTimeUnixNano":"-1"`)},
@@ -203,6 +196,123 @@ func TestDecodeJSONMalformed(t *testing.T) {
 	}
 }
 
+// jsonSpan writes a span of seed in OTLP/JSON, as wantSpan has it, with
+// the fields of override replaced, added, or removed when "".
+func jsonSpan(seed byte, override map[string]string) string {
+	fields := [][2]string{
+		{"traceId", `"` + hex.EncodeToString(seqID(seed, 16)) + `"`},
+		{"spanId", `"` + hex.EncodeToString(seqID(seed+100, 8)) + `"`},
+		{"name", fmt.Sprintf(`"GET /api/%d"`, seed)},
+		{"kind", "2"},
+		{"startTimeUnixNano", `"1700000000000000000"`},
+		{"endTimeUnixNano", `"1700000000001500000"`},
+		{"attributes", `[{"key": "k", "value": {"stringValue": "v"}}]`},
+		{"status", `{"code": 1}`},
+	}
+	var out []string
+	for _, f := range fields {
+		if v, ok := override[f[0]]; ok {
+			f[1] = v
+		}
+		if f[1] != "" {
+			out = append(out, fmt.Sprintf("%q: %s", f[0], f[1]))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(override)) {
+		if !slices.ContainsFunc(fields, func(f [2]string) bool { return f[0] == k }) {
+			out = append(out, fmt.Sprintf("%q: %s", k, override[k]))
+		}
+	}
+	return "{" + strings.Join(out, ", ") + "}"
+}
+
+func wantSpan(seed byte) *tracepb.Span {
+	return &tracepb.Span{
+		TraceId: seqID(seed, 16), SpanId: seqID(seed+100, 8), Name: fmt.Sprintf("GET /api/%d", seed),
+		Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: 1700000000000000000, EndTimeUnixNano: 1700000000001500000,
+		Attributes: []*commonpb.KeyValue{kv("k", strV("v"))}, Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK},
+	}
+}
+
+// TestDecodeJSONFlagsSpans: a value that breaks a rule of OTLP/JSON but
+// leaves the JSON sound (an id that is not hex, an enum name the enum
+// does not have, text that is not UTF-8) flags its span, or its
+// resource's spans, and the other spans decode as usual.
+func TestDecodeJSONFlagsSpans(t *testing.T) {
+	cases := []struct {
+		name     string
+		override map[string]string // of the second span of three
+		service  string            // the resource's service.name in JSON
+		fault    Fault
+		why      string
+		edit     func(*tracepb.Span) // of the second span, when not flagged
+	}{
+		{name: "trace id not hex", override: map[string]string{"traceId": `"zz8efff798038103d269b633813fc60c"`}, fault: FaultID, why: "traceId is not a hex string"},
+		{name: "trace id with an odd number of digits", override: map[string]string{"traceId": `"5b8efff798038103d269b633813fc60"`}, fault: FaultID, why: "traceId"},
+		{name: "span id base64, as protobuf JSON would write it", override: map[string]string{"spanId": `"7uGbfsPBsXQ="`}, fault: FaultID, why: "spanId is not a hex string"},
+		{name: "parent span id not hex", override: map[string]string{"parentSpanId": `"g000000000000000"`}, fault: FaultID, why: "parentSpanId"},
+		{name: "snake_case span id not hex", override: map[string]string{"spanId": "", "span_id": `"xyz"`}, fault: FaultID, why: "spanId"},
+		{name: "link id not hex", override: map[string]string{"links": `[{"traceId": "nothex", "spanId": "0102030405060708"}]`}, fault: FaultID, why: "link"},
+		{name: "unknown kind name", override: map[string]string{"kind": `"SPAN_KIND_BOGUS"`}, fault: FaultEnum, why: "kind is not a SpanKind name"},
+		{name: "kind number in a string", override: map[string]string{"kind": `"2"`}, fault: FaultEnum, why: "kind"},
+		{name: "unknown status code name", override: map[string]string{"status": `{"code": "STATUS_CODE_BOGUS"}`}, fault: FaultEnum, why: "status code is not a StatusCode name"},
+		{name: "name with bytes that are not UTF-8", override: map[string]string{"name": "\"caf\xc3(\""}, fault: FaultUTF8, why: "span name"},
+		{name: "name with a lone high surrogate", override: map[string]string{"name": `"x\ud800y"`}, fault: FaultUTF8, why: "span name"},
+		{name: "name with a lone low surrogate", override: map[string]string{"name": `"\udc00"`}, fault: FaultUTF8, why: "span name"},
+		{name: "name with swapped surrogates", override: map[string]string{"name": `"\ude00\ud83d"`}, fault: FaultUTF8, why: "span name"},
+		{name: "attribute value ending in a high surrogate", override: map[string]string{"attributes": `[{"key": "k", "value": {"stringValue": "v\ud83d"}}]`}, fault: FaultUTF8, why: "span attribute string value"},
+		{name: "attribute key not UTF-8", override: map[string]string{"attributes": "[{\"key\": \"\xff\", \"value\": {\"intValue\": 1}}]"}, fault: FaultUTF8, why: "span attribute key"},
+		{name: "status message not UTF-8", override: map[string]string{"status": `{"code": 1, "message": "\udfff"}`}, fault: FaultUTF8, why: "status message"},
+		{name: "resource attribute not UTF-8", service: `"\ud800"`, fault: FaultUTF8, why: "resource attribute string value"},
+		{name: "an escaped U+FFFD is text like any other", override: map[string]string{"name": `"caf\ufffd"`},
+			edit: func(s *tracepb.Span) { s.Name = "caf\ufffd" }},
+		{name: "a raw U+FFFD is text like any other", override: map[string]string{"name": "\"caf\ufffd \\n\\u00e9\\\"\""},
+			edit: func(s *tracepb.Span) { s.Name = "caf\ufffd \n\u00e9\"" }},
+		{name: "a surrogate pair is one character", override: map[string]string{"name": `"\ud83d\ude00\ufffd"`},
+			edit: func(s *tracepb.Span) { s.Name = "\U0001F600\ufffd" }},
+		{name: "text the processors never read", override: map[string]string{"events": `[{"name": "\ud800", "attributes": [{"key": "\ud800", "value": {"stringValue": "\ud800"}}]}]`},
+			edit: func(s *tracepb.Span) {}},
+		{name: "known enum names", override: map[string]string{"kind": `"SPAN_KIND_CLIENT"`, "status": `{"code": "STATUS_CODE_ERROR"}`},
+			edit: func(s *tracepb.Span) {
+				s.Kind, s.Status.Code = tracepb.Span_SPAN_KIND_CLIENT, tracepb.Status_STATUS_CODE_ERROR
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			service := tc.service
+			if service == "" {
+				service = `"checkout"`
+			}
+			doc := `{"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": ` + service + `}}]},
+				"scopeSpans": [{"spans": [` + jsonSpan(1, nil) + ", " + jsonSpan(2, tc.override) + ", " + jsonSpan(3, nil) + `]}]}]}`
+			want := request(resourceSpans([]*commonpb.KeyValue{kv("service.name", strV("checkout"))},
+				&tracepb.ScopeSpans{Spans: []*tracepb.Span{wantSpan(1), wantSpan(2), wantSpan(3)}}))
+			faults := []Fault{FaultNone, tc.fault, FaultNone}
+			switch {
+			case tc.service != "":
+				faults = []Fault{tc.fault, tc.fault, tc.fault}
+				want.ResourceSpans[0].Resource = nil // its attributes are dropped
+			case tc.edit != nil:
+				tc.edit(want.ResourceSpans[0].ScopeSpans[0].Spans[1])
+			}
+			b := GetBatch()
+			defer b.Release()
+			if err := b.DecodeJSON([]byte(doc)); err != nil {
+				t.Fatalf("DecodeJSON: %v\n%s", err, doc)
+			}
+			if err := checkFlagged(b, want, nil, faults); err != nil {
+				t.Fatalf("%v\n%s", err, doc)
+			}
+			if err := checkConsistent(b); err != nil {
+				t.Fatal(err)
+			}
+			if f, why := b.Resources[0].Spans[1].Fault(); f != FaultNone && !strings.Contains(why, tc.why) {
+				t.Errorf("the flagged span says %q, want it to say %q", why, tc.why)
+			}
+		})
+	}
+}
+
 // TestMarshalJSONRoundTrip: what MarshalJSON writes, DecodeJSON reads back
 // to the same batch that DecodeProto makes of the binary encoding.
 func TestMarshalJSONRoundTrip(t *testing.T) {
@@ -211,6 +321,9 @@ func TestMarshalJSONRoundTrip(t *testing.T) {
 			doc, err := MarshalJSON(tc.req)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if strings.Contains(string(doc), `"SPAN_KIND_`) || strings.Contains(string(doc), `"STATUS_CODE_`) {
+				t.Fatalf("enum names in OTLP/JSON, which wants integers: %s", doc)
 			}
 			// The ids must be hex, as OTLP/JSON requires, not base64.
 			var root map[string]any

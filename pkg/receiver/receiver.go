@@ -171,6 +171,9 @@ const (
 	ReasonBadTenant      = "bad_tenant"
 	ReasonBadMethod      = "bad_method"
 	ReasonInvalidID      = "invalid_id"
+	ReasonInvalidUTF8    = "invalid_utf8"
+	ReasonInvalidEnum    = "invalid_enum"
+	ReasonNoStartTime    = "no_start_time"
 	ReasonOutsideSlack   = "outside_ingestion_slack"
 	ReasonShuttingDown   = "shutting_down"
 	ReasonNotAdmitted    = "not_admitted"
@@ -429,39 +432,78 @@ func (r *Receiver) refuse(tenant, protocol, reason string, spans int) {
 	spansRejected.WithLabelValues(tenant, protocol, reason).Add(float64(spans))
 }
 
-// validate removes spans with malformed ids or end times outside the
-// ingestion slack, counts them and describes them for partial_success.
+// spanChecks are the reasons validate refuses spans for, in the order the
+// partial_success message lists them.
+var spanChecks = [...]struct{ reason, what string }{
+	{ReasonInvalidUTF8, "with text that is not UTF-8"},
+	{ReasonInvalidID, "with invalid ids"},
+	{ReasonInvalidEnum, "with an enum name that OTLP/JSON does not define"},
+	{ReasonNoStartTime, "without a start time"},
+	{ReasonOutsideSlack, "ending more than %s from now"},
+}
+
+const (
+	checkUTF8 = iota
+	checkID
+	checkEnum
+	checkStart
+	checkSlack
+)
+
+// validate removes the spans that cannot be processed, counts them per
+// reason and describes them for partial_success: spans the decoder flagged
+// (otlp.Fault), malformed ids, no start time (a 0 start would be a latency
+// of 57 years), and end times outside the ingestion slack.
+//
+// A span that ends before it starts is kept, with a latency of 0, as
+// Tempo's generator does (spanmetrics: "Spans with negative latency are
+// treated as zero"; servicegraphs clamps the same way) and the Collector's
+// spanmetrics connector too: its call and its error still count, and a
+// sender moving from Tempo does not see spans refused that Tempo took.
 func (r *Receiver) validate(tenant, protocol string, b *otlp.Batch) (int, string) {
 	now := r.now()
 	lo := uint64(now.Add(-r.cfg.IngestionSlack).UnixNano())
 	hi := uint64(now.Add(r.cfg.IngestionSlack).UnixNano())
-	badID, outside := 0, 0
-	firstIDErr := ""
+	var n [len(spanChecks)]int
+	var first [len(spanChecks)]string
 	b.Filter(func(_ *otlp.ResourceSpans, s *otlp.Span) bool {
-		if e := s.IDError(); e != "" {
-			if firstIDErr == "" {
-				firstIDErr = e
-			}
-			badID++
-			return false
+		var check int
+		fault, why := s.Fault()
+		switch {
+		case fault == otlp.FaultUTF8:
+			check = checkUTF8
+		case fault == otlp.FaultID:
+			check = checkID
+		case fault == otlp.FaultEnum:
+			check = checkEnum
+		case s.IDError() != "":
+			check, why = checkID, s.IDError()
+		case s.Start == 0:
+			check, why = checkStart, "start_time_unix_nano is 0"
+		case s.End < lo || s.End > hi:
+			check, why = checkSlack, "ingestion_slack"
+		default:
+			return true
 		}
-		if s.End < lo || s.End > hi {
-			outside++
-			return false
+		if n[check] == 0 {
+			first[check] = why
 		}
-		return true
+		n[check]++
+		return false
 	})
-	if badID == 0 && outside == 0 {
-		return 0, ""
-	}
+	total := 0
 	var parts []string
-	if badID > 0 {
-		spansRejected.WithLabelValues(tenant, protocol, ReasonInvalidID).Add(float64(badID))
-		parts = append(parts, fmt.Sprintf("%d with invalid ids (%s)", badID, firstIDErr))
+	for i, c := range spanChecks {
+		if n[i] == 0 {
+			continue
+		}
+		total += n[i]
+		spansRejected.WithLabelValues(tenant, protocol, c.reason).Add(float64(n[i]))
+		what := c.what
+		if i == checkSlack {
+			what = fmt.Sprintf(what, r.cfg.IngestionSlack)
+		}
+		parts = append(parts, fmt.Sprintf("%d %s (%s)", n[i], what, first[i]))
 	}
-	if outside > 0 {
-		spansRejected.WithLabelValues(tenant, protocol, ReasonOutsideSlack).Add(float64(outside))
-		parts = append(parts, fmt.Sprintf("%d ending more than %s from now (ingestion_slack)", outside, r.cfg.IngestionSlack))
-	}
-	return badID + outside, strings.Join(parts, "; ")
+	return total, strings.Join(parts, "; ")
 }

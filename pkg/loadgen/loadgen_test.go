@@ -6,11 +6,14 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
@@ -188,5 +191,55 @@ func TestDepthAndAttributeCardinality(t *testing.T) {
 	}
 	if len(customers) == 0 || len(customers) > 3 {
 		t.Errorf("app.customer values %v, want 1 to 3", customers)
+	}
+}
+
+// TestSilentFraction: the asked share of spans are client calls that can
+// never pair, half to peers named by peer.service, half to hosts known
+// only by server.address, each the child of a server span of its trace.
+func TestSilentFraction(t *testing.T) {
+	gen := NewGenerator(Shop(10, rand.New(rand.NewPCG(1, 2))), 1)
+	gen.SilentFraction = 0.25
+	req := gen.Request(2000, time.Now())
+	servers := map[string]bool{}
+	total, named, hosts := 0, 0, 0
+	for _, rs := range req.ResourceSpans {
+		for _, s := range rs.ScopeSpans[0].Spans {
+			if s.Kind == tracepb.Span_SPAN_KIND_SERVER {
+				servers[string(s.TraceId)+string(s.SpanId)] = true
+			}
+		}
+	}
+	for _, rs := range req.ResourceSpans {
+		for _, s := range rs.ScopeSpans[0].Spans {
+			total++
+			if s.Kind != tracepb.Span_SPAN_KIND_CLIENT {
+				continue
+			}
+			attrs := map[string]string{}
+			for _, a := range s.Attributes {
+				attrs[a.Key] = a.Value.GetStringValue()
+			}
+			switch {
+			case slices.Contains(silentPeers, attrs["peer.service"]):
+				named++
+			case slices.Contains(silentHosts, attrs["server.address"]) && attrs["peer.service"] == "":
+				hosts++
+			default:
+				continue
+			}
+			if !servers[string(s.TraceId)+string(s.ParentSpanId)] {
+				t.Errorf("silent call %q has no server span of its trace as parent", s.Name)
+			}
+		}
+	}
+	share := float64(named+hosts) / float64(total)
+	if share < 0.24 || share > 0.26 || named*10 < (named+hosts)*4 || hosts*10 < (named+hosts)*4 {
+		t.Errorf("%d named and %d bare-host calls of %d spans (%.3f), want a quarter, half each", named, hosts, total, share)
+	}
+	o := DefaultOptions()
+	o.SilentFraction = 1
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--silent-fraction") {
+		t.Errorf("--silent-fraction 1: %v", err)
 	}
 }

@@ -66,6 +66,9 @@ type Options struct {
 	// cardinality of the app.customer attribute (0: none).
 	Depth           int
 	AttributeValues int
+	// SilentFraction is the share of spans that are client calls to peers
+	// that never answer (see Generator.SilentFraction).
+	SilentFraction float64
 	// Tenant is sent as X-Scope-OrgID when set.
 	Tenant string
 	// Seed makes the traffic reproducible.
@@ -102,6 +105,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--traces-per-request: must be at least 1, got %d", o.TracesPerRequest)
 	case o.Depth < 1:
 		return fmt.Errorf("--depth: must be at least 1, got %d", o.Depth)
+	case !(o.SilentFraction >= 0 && o.SilentFraction < 1):
+		return fmt.Errorf("--silent-fraction: must be at least 0 and below 1, got %v", o.SilentFraction)
 	case o.Duration == 0 && o.Spans == 0:
 		return errors.New("--duration or --spans: one of them must end the run")
 	}
@@ -313,6 +318,7 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	gen.ErrorScale = opts.ErrorScale
 	gen.MaxDepth = opts.Depth
 	gen.AttributeValues = opts.AttributeValues
+	gen.SilentFraction = opts.SilentFraction
 	const poolSize = 16
 	payloads, err := build(opts, gen, poolSize)
 	if err != nil {

@@ -115,10 +115,33 @@ type Generator struct {
 	// app.customer with this many distinct values, for stressing
 	// attribute dimensions.
 	AttributeValues int
+	// SilentFraction, when positive, adds client calls that never pair
+	// until they are this share of all spans: half to uninstrumented
+	// peers named by peer.service (virtual edges), half to hosts known
+	// only by server.address, which is no peer attribute (unpaired spans).
+	// They are what waits the whole wait in an edge store.
+	SilentFraction float64
 
 	byService map[string]*tracepb.ResourceSpans
 	order     []string
+	// spans counts the spans emitted; servers are the server spans of the
+	// trace at hand, which silent calls hang below.
+	spans   int
+	servers []served
 }
+
+// served is a server span that silent calls can be made from.
+type served struct {
+	service    string
+	id         []byte
+	start, end time.Time
+}
+
+// Peers that send no spans, for SilentFraction: named ones and bare hosts.
+var (
+	silentPeers = []string{"maps-api", "fraud-score", "sms-gateway"}
+	silentHosts = []string{"api.partner.example", "cdn.assets.example", "10.0.3.17"}
+)
 
 // NewGenerator returns a generator over top, deterministic for a seed.
 func NewGenerator(top *Topology, seed uint64) *Generator {
@@ -137,7 +160,12 @@ func (g *Generator) Request(traces int, now time.Time) *coltracepb.ExportTraceSe
 		op := entry.Ops[g.rng.IntN(len(entry.Ops))]
 		// Traces start a little apart and end before now.
 		start := now.Add(-time.Duration(200+g.rng.IntN(800)) * time.Millisecond)
+		g.servers = g.servers[:0]
+		first := g.spans
 		g.serve(entry, tracepb.Span_SPAN_KIND_SERVER, op, traceID, nil, start, 0)
+		if g.SilentFraction > 0 {
+			g.silentCalls(traceID, g.spans-first)
+		}
 	}
 	req := &coltracepb.ExportTraceServiceRequest{}
 	for _, name := range g.order {
@@ -182,6 +210,41 @@ func (g *Generator) resource(name string) *tracepb.ResourceSpans {
 func (g *Generator) emit(service string, s *tracepb.Span) {
 	rs := g.resource(service)
 	rs.ScopeSpans[0].Spans = append(rs.ScopeSpans[0].Spans, s)
+	g.spans++
+	if s.Kind == tracepb.Span_SPAN_KIND_SERVER {
+		g.servers = append(g.servers, served{service, s.SpanId,
+			time.Unix(0, int64(s.StartTimeUnixNano)), time.Unix(0, int64(s.EndTimeUnixNano))})
+	}
+}
+
+// silentCalls adds to a trace of n spans the client calls that make
+// SilentFraction of them never pair, each made from one of the trace's
+// server spans, alternately to a named peer and to a bare host.
+func (g *Generator) silentCalls(traceID [16]byte, n int) {
+	want := float64(n) * g.SilentFraction / (1 - g.SilentFraction)
+	k := int(want)
+	if g.rng.Float64() < want-float64(k) {
+		k++
+	}
+	for i := 0; i < k && len(g.servers) > 0; i++ {
+		from := g.servers[g.rng.IntN(len(g.servers))]
+		start := from.start.Add(time.Duration(g.rng.Int64N(int64(from.end.Sub(from.start)) + 1)))
+		span := &tracepb.Span{
+			TraceId: traceID[:], SpanId: g.spanID(), ParentSpanId: from.id, Kind: tracepb.Span_SPAN_KIND_CLIENT,
+			StartTimeUnixNano: uint64(start.UnixNano()),
+			EndTimeUnixNano:   uint64(start.Add(g.latency(20 * time.Millisecond)).UnixNano()),
+		}
+		if i%2 == 0 {
+			peer := silentPeers[g.rng.IntN(len(silentPeers))]
+			span.Name = "POST /" + peer
+			span.Attributes = []*commonpb.KeyValue{str("peer.service", peer), str("http.request.method", "POST")}
+		} else {
+			span.Name = "GET"
+			span.Attributes = []*commonpb.KeyValue{str("server.address", silentHosts[g.rng.IntN(len(silentHosts))]), str("http.request.method", "GET")}
+		}
+		span.Status = spanStatus(g.rng.Float64() < 0.01*g.ErrorScale)
+		g.emit(from.service, span)
+	}
 }
 
 // latency draws a log-normal duration around median.

@@ -21,13 +21,18 @@ import (
 // do pair on top of that. Tempo's 10 000 items are full after 0.1 s at
 // 100 k spans/s, which is why it loses most edges.
 //
+// Since client spans of silent call sites (peers that never answer, see
+// sites.go) are settled at once instead of waiting, what waits is mostly
+// pairs in flight and the half edges of sites not yet known to be silent.
+//
 // Cost: a pending half edge holds one side only (service, peer, times,
-// weight, kind), about 170 bytes with its [24]byte map key and slot and its
-// free-list entry, plus about 20 bytes per configured dimension
-// (TestPendingBytes measures both). A full store of 2^22 items is thus
-// about 0.7 GB; the memory is taken as the store fills, in 256-slot chunks,
-// not up front. Chunks are kept for reuse once allocated, so after a burst
-// the store keeps its high-water mark.
+// weight, kind), at most PendingBytes(dimensions): 120 bytes with its slot
+// and index entry, plus 4 per configured dimension (TestPendingBytes
+// measures both). A full store of 2^22 items is thus about 0.5 GB; the
+// memory is taken as the store fills, in 256-slot chunks, not up front.
+// Chunks are kept for reuse while a shard uses a quarter of them or more;
+// below that, expiry compacts the shard, so that after a burst the store
+// gives its memory back.
 const DefaultMaxItems = 1 << 22
 
 // Config of the service graph processor. The yaml keys and defaults follow

@@ -8,7 +8,7 @@ import (
 
 // selfMetrics describe the processor in the process's own registry.
 type selfMetrics struct {
-	pending, fill, expired, completed, dropped *prometheus.Desc
+	pending, fill, expired, silent, completed, dropped *prometheus.Desc
 }
 
 func newSelfMetrics(tenant string) selfMetrics {
@@ -20,6 +20,8 @@ func newSelfMetrics(tenant string) selfMetrics {
 			"Pending half edges divided by max_items.", nil, l),
 		expired: prometheus.NewDesc("spangraph_servicegraph_expired_edges_total",
 			"Half edges that waited the whole wait, by the span kind of the side seen.", []string{"span_kind"}, l),
+		silent: prometheus.NewDesc("spangraph_servicegraph_silent_edges_total",
+			"Half edges of silent call sites (peers that never answer) settled at once rather than after the wait; counted in expired too.", nil, l),
 		completed: prometheus.NewDesc("spangraph_servicegraph_completed_edges_total",
 			"Edges recorded: paired, database and virtual.", nil, l),
 		dropped: prometheus.NewDesc("spangraph_servicegraph_dropped_spans_total",
@@ -35,6 +37,7 @@ func (p *Processor) Describe(ch chan<- *prometheus.Desc) {
 	ch <- p.self.pending
 	ch <- p.self.fill
 	ch <- p.self.expired
+	ch <- p.self.silent
 	ch <- p.self.completed
 	ch <- p.self.dropped
 }
@@ -48,6 +51,7 @@ func (p *Processor) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range []otlp.SpanKind{otlp.SpanKindClient, otlp.SpanKindProducer, otlp.SpanKindServer, otlp.SpanKindConsumer} {
 		ch <- prometheus.MustNewConstMetric(p.self.expired, prometheus.CounterValue, float64(p.expired[k].Load()), k.String())
 	}
+	ch <- prometheus.MustNewConstMetric(p.self.silent, prometheus.CounterValue, float64(s.Silent))
 	ch <- prometheus.MustNewConstMetric(p.self.completed, prometheus.CounterValue, float64(s.Completed))
 	ch <- prometheus.MustNewConstMetric(p.self.dropped, prometheus.CounterValue, float64(s.Dropped))
 }

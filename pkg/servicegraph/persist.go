@@ -35,11 +35,13 @@ import (
 // Strings are a length and the bytes. Dimensions are matched by name, so
 // that a config that adds or removes one keeps the values of the others.
 
+// The flags byte uses flagFailed and flagRoot. A half edge's call site
+// is not saved: its hash is seeded per process, so restored half edges
+// settle as before but teach the site table nothing.
 const (
 	pendingMagic   = "SGPE"
 	pendingVersion = 1
-	flagFailed     = 1 << 0
-	flagRoot       = 1 << 1
+	savedFlags     = flagFailed | flagRoot
 )
 
 // SaveFile takes every pending half edge out of the store and writes it to
@@ -82,18 +84,11 @@ func (p *Processor) save(out io.Writer) (int, error) {
 			buf = binary.AppendUvarint(buf, e.end)
 			buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(e.weight))
 			buf = binary.AppendUvarint(buf, uint64(e.kind))
-			var flags byte
-			if e.failed {
-				flags |= flagFailed
-			}
-			if e.root {
-				flags |= flagRoot
-			}
-			buf = append(buf, flags)
-			buf = appendString(buf, e.service)
-			buf = appendString(buf, e.peer)
-			for _, v := range sh.dims(j) {
-				buf = appendString(buf, v)
+			buf = append(buf, e.flags&savedFlags)
+			buf = appendString(buf, sh.strs.str(e.service))
+			buf = appendString(buf, sh.strs.str(e.peer))
+			for _, id := range sh.dims(j) {
+				buf = appendString(buf, sh.strs.str(id))
 			}
 			n++
 			if len(buf) > 1<<15 {
@@ -155,27 +150,21 @@ func (p *Processor) RestoreFile(path string) (restored, dropped int, err error) 
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s: %w", path, err)
 	}
-	st := p.scratch.Get().(*state)
-	defer p.scratch.Put(st)
 	for i := range entries {
 		e := &entries[i]
 		sh := &p.shards[shardIndex(e.key.traceID(), p.shardBits)]
 		sh.mu.Lock()
-		if _, ok := sh.index[e.key]; ok {
+		if sh.find(&e.key) != none {
 			sh.mu.Unlock()
 			continue
 		}
-		j := sh.insert(e.key, e.deadline)
+		j := sh.insert(&e.key, e.deadline)
 		if j == none {
 			sh.mu.Unlock()
 			dropped++
 			continue
 		}
-		slot := sh.edge(j)
-		p.keep(st, &slot.half, sh.dims(j), &e.half, e.dims)
-		// keep takes the service as owned; read from the file, each is a
-		// copy of its own, shared again here.
-		slot.service = st.own(e.service)
+		sh.put(j, &e.half, e.dims)
 		sh.mu.Unlock()
 		restored++
 	}
@@ -185,7 +174,9 @@ func (p *Processor) RestoreFile(path string) (restored, dropped int, err error) 
 // savedHalf is a half edge read from a file, with its dimension values
 // in the configured order.
 type savedHalf struct {
-	pending
+	key      key
+	deadline int64
+	half
 	dims []string
 }
 
@@ -236,6 +227,12 @@ func (p *Processor) parse(data []byte) ([]savedHalf, error) {
 		e.start, e.end = r.uvarint(), r.uvarint()
 		e.weight = math.Float64frombits(binary.LittleEndian.Uint64(r.bytes(8)))
 		e.kind = otlp.SpanKind(r.uvarint())
+		switch e.kind {
+		case otlp.SpanKindClient, otlp.SpanKindProducer, otlp.SpanKindServer, otlp.SpanKindConsumer:
+		default:
+			// Only these wait, and settling counts expirations by kind.
+			r.fail()
+		}
 		flags := r.byte()
 		e.failed, e.root = flags&flagFailed != 0, flags&flagRoot != 0
 		e.service, e.peer = r.string(), r.string()

@@ -10,19 +10,20 @@
 // id), a SERVER or CONSUMER span under (trace id, parent span id); whichever
 // comes second completes the edge. The store is sharded by trace id, keyed
 // by fixed-size arrays, recycles its slots and expires from a time-ordered
-// list, so that pairing costs a map lookup under one of many locks and no
-// allocation.
+// list, so that pairing costs a lookup under one of many locks and no
+// allocation. A client span whose call site is known to be silent (its
+// peer never answers) is settled at once instead of waiting: see sites.go.
 package servicegraph
 
 import (
 	"math"
 	"math/bits"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/spangraph/spangraph/pkg/budget"
 	"github.com/spangraph/spangraph/pkg/otlp"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/spanfilter"
@@ -53,6 +54,21 @@ type Options struct {
 	// Now is the clock; nil means time.Now. Tests pass a fake one to
 	// control expiry.
 	Now func() time.Time
+	// Pool is the process's memory share for half edges, shared by every
+	// tenant's processor; nil means max_items alone bounds the store. A
+	// span that finds no room is dropped and counted, as at max_items.
+	Pool *budget.Pool
+}
+
+// Close gives the store's memory back to the pool. Save or Flush the
+// waiting half edges first: the processor must not be used afterwards.
+func (p *Processor) Close() {
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		sh.releaseChunks()
+		sh.mu.Unlock()
+	}
 }
 
 // Processor pairs spans into edges. Push, Expire, Flush and Stats may be
@@ -87,6 +103,7 @@ type Processor struct {
 	completed, virtual, unpairedN, droppedN atomic.Uint64
 	expired                                 [6]atomic.Uint64 // by otlp.SpanKind
 
+	sites   sites
 	self    selfMetrics
 	scratch sync.Pool
 }
@@ -118,6 +135,7 @@ func New(cfg Config, reg *registry.Registry, opts Options) (*Processor, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.sites.init(p.wait)
 	for _, k := range cfg.DatabaseNameAttributes {
 		p.dbNames = append(p.dbNames, p.keys.add(k))
 	}
@@ -139,7 +157,7 @@ func New(cfg Config, reg *registry.Registry, opts Options) (*Processor, error) {
 		if i < cfg.MaxItems%n {
 			c++
 		}
-		p.shards[i].init(c, p.nDims)
+		p.shards[i].init(c, p.nDims, opts.Pool)
 	}
 
 	p.requests = reg.NewCounter(MetricRequestTotal, names)
@@ -171,6 +189,9 @@ type Stats struct {
 	// Unpaired counts expired half edges that named no peer, so became no
 	// edge.
 	Unpaired uint64
+	// Silent counts the half edges among Expired that were settled at
+	// once, their call site being silent, rather than after waiting.
+	Silent uint64
 	// Dropped counts spans refused because their shard of the store was
 	// full. Anything above zero means max_items is too small for the load.
 	Dropped uint64
@@ -184,6 +205,7 @@ func (p *Processor) Stats() Stats {
 		Virtual:   p.virtual.Load(),
 		Unpaired:  p.unpairedN.Load(),
 		Dropped:   p.droppedN.Load(),
+		Silent:    p.sites.silent.Load(),
 	}
 	for i := range p.expired {
 		s.Expired += p.expired[i].Load()
@@ -209,10 +231,8 @@ type state struct {
 	// resAttrs and spanAttrs hold the values of p.keys on the resource
 	// and on the span at hand.
 	resAttrs, spanAttrs []otlp.Value
-	// strs maps request strings to owned copies (see own).
-	strs map[string]string
 	// batch and batchDims carry expired half edges out of a shard's lock.
-	batch     []pending
+	batch     []localHalf
 	batchDims []string
 	// halves, halfDims and local hold a request's half edges while they
 	// are paired among themselves (see pairLocal).
@@ -223,16 +243,11 @@ type state struct {
 	// can they pair among themselves.
 	mixed bool
 
-	completed, virtual, unpaired, dropped uint64
-	expired                               [6]uint64
+	completed, virtual, unpaired, dropped, silent uint64
+	expired                                       [6]uint64
 }
 
-const (
-	expireBatch = 256
-	// maxOwned bounds a state's string cache: high-cardinality dimension
-	// values would otherwise grow it without end.
-	maxOwned = 4096
-)
+const expireBatch = 256
 
 func (p *Processor) newState() *state {
 	return &state{
@@ -245,8 +260,7 @@ func (p *Processor) newState() *state {
 		none:      make([]string, p.nDims),
 		resAttrs:  make([]otlp.Value, len(p.keys.keys)),
 		spanAttrs: make([]otlp.Value, len(p.keys.keys)),
-		strs:      make(map[string]string),
-		batch:     make([]pending, expireBatch),
+		batch:     make([]localHalf, expireBatch),
 		batchDims: make([]string, expireBatch*p.nDims),
 		local:     make(map[key]int32),
 	}
@@ -258,25 +272,6 @@ type localHalf struct {
 	k    key
 	h    half
 	done bool
-}
-
-// own returns a copy of s that does not point into the request. Copies are
-// cached per scratch state, so the steady state neither allocates nor takes
-// a lock shared with other goroutines; the cache is dropped when it grows
-// too large, and edges keep the copies they hold alive on their own.
-func (st *state) own(s string) string {
-	if s == "" {
-		return ""
-	}
-	if c, ok := st.strs[s]; ok {
-		return c
-	}
-	if len(st.strs) >= maxOwned {
-		clear(st.strs)
-	}
-	c := strings.Clone(s)
-	st.strs[c] = c
-	return c
 }
 
 // textOf returns v as label text, formatting non-string values into
@@ -308,6 +303,7 @@ func (p *Processor) flush(st *state) {
 	add(&p.virtual, &st.virtual)
 	add(&p.unpairedN, &st.unpaired)
 	add(&p.droppedN, &st.dropped)
+	add(&p.sites.silent, &st.silent)
 	for i := range st.expired {
 		add(&p.expired[i], &st.expired[i])
 	}
@@ -343,11 +339,12 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 	if !ok {
 		return
 	}
-	// Owned once per resource: every half edge it leaves keeps it.
-	service := st.own(v.Text())
+	service := v.Text()
 	if service == "" {
 		return
 	}
+	svcHash := p.sites.hash(service)
+	served := false
 	if p.nDims > 0 {
 		p.dims.ResolveResource(&st.res, rs.Attributes)
 	}
@@ -383,8 +380,18 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 				continue
 			}
 			h.peer = p.peer(st)
+			addr := ""
+			if h.peer == "" {
+				addr = st.attr(p.serverAddr)
+			}
+			h.site = p.sites.site(svcHash, s.Kind == otlp.SpanKindClient, h.peer, s.Name, addr)
 			st.addHalf(makeKey(&s.TraceID, &s.SpanID), &h)
 			continue
+		}
+		if !served {
+			// Once per resource: a peer of this name is not silent.
+			p.sites.serve(service)
+			served = true
 		}
 		if h.root {
 			// A root span waits under an empty parent id, which no client
@@ -440,12 +447,24 @@ func (p *Processor) pairLocal(st *state, now int64) {
 		}
 		prev.done, cur.done = true, true
 		delete(st.local, cur.k)
+		p.sites.paired(cur.h.site | prev.h.site)
 		p.complete(st, &cur.k, &cur.h, dims(int32(i)), &prev.h, dims(j))
 	}
 	for i := range st.halves {
-		if lh := &st.halves[i]; !lh.done {
-			p.pushHalf(st, lh.k, &lh.h, dims(int32(i)), now)
+		lh := &st.halves[i]
+		if lh.done {
+			continue
 		}
+		if lh.h.site != 0 {
+			settle, watched := p.sites.settleNow(lh.h.site, lh.h.peer, now)
+			if settle {
+				p.settle(st, lh.k.traceID(), &lh.h, dims(int32(i)))
+				st.silent++
+				continue
+			}
+			lh.h.watched = watched
+		}
+		p.pushHalf(st, lh.k, &lh.h, dims(int32(i)), now)
 	}
 	// Drop the references into the request. What a huge request grew is
 	// not kept in the pooled state: the map costs its size at every clear,
@@ -487,45 +506,38 @@ func (p *Processor) pushHalf(st *state, k key, h *half, dims []string, now int64
 	sh := &p.shards[shardIndex(k.traceID(), p.shardBits)]
 	client := isClientSide(h.kind)
 	sh.mu.Lock()
-	if i, ok := sh.index[k]; ok {
+	if i := sh.find(&k); i != none {
 		e := sh.edge(i)
-		if isClientSide(e.kind) != client {
+		if isClientSide(otlp.SpanKind(e.kind)) != client {
 			// Copy the other side out so that the registry is updated after
 			// the lock is released.
-			other := e.half
-			copy(st.other, sh.dims(i))
+			var other half
+			sh.get(i, &other, st.other)
 			sh.remove(i)
 			sh.mu.Unlock()
+			if other.watched || h.watched {
+				p.sites.paired(other.site | h.site)
+			}
 			p.complete(st, &k, h, dims, &other, st.other)
 			return
 		}
 		// Another span of the same side, such as a second server span under
 		// one client span: like Tempo, the latest one stands in for both,
 		// so the edge is counted once.
-		h.failed = h.failed || e.failed
-		p.keep(st, &e.half, sh.dims(i), h, dims)
+		h.failed = h.failed || e.flags&flagFailed != 0
+		sh.release(i)
+		sh.put(i, h, dims)
 		sh.mu.Unlock()
 		return
 	}
-	i := sh.insert(k, now+p.wait)
+	i := sh.insert(&k, now+p.wait)
 	if i == none {
 		sh.mu.Unlock()
 		p.drop(st, h)
 		return
 	}
-	e := sh.edge(i)
-	p.keep(st, &e.half, sh.dims(i), h, dims)
+	sh.put(i, h, dims)
 	sh.mu.Unlock()
-}
-
-// keep stores h and its dimension values into dst and dstDims with owned
-// strings (the service is owned already).
-func (p *Processor) keep(st *state, dst *half, dstDims []string, h *half, dims []string) {
-	*dst = *h
-	dst.peer = st.own(h.peer)
-	for i, v := range dims {
-		dstDims[i] = st.own(v)
-	}
 }
 
 // database records a client span that carries a database attribute as a
@@ -676,6 +688,9 @@ func (p *Processor) Flush() { p.expire(math.MaxInt64) }
 func (p *Processor) expire(now int64) {
 	st := p.scratch.Get().(*state)
 	d := p.nDims
+	// Flush settles edges before their time: that says nothing of their
+	// call sites.
+	timely := now != math.MaxInt64
 	for i := range p.shards {
 		sh := &p.shards[i]
 		for {
@@ -688,19 +703,37 @@ func (p *Processor) expire(now int64) {
 				if e.deadline > now {
 					break
 				}
-				st.batch[n] = *e
-				copy(st.batchDims[n*d:(n+1)*d], sh.dims(sh.head))
+				b := &st.batch[n]
+				b.k = e.key
+				sh.get(sh.head, &b.h, st.batchDims[n*d:(n+1)*d])
 				sh.remove(sh.head)
 				n++
 			}
 			sh.mu.Unlock()
+			// Half edges of one call site tend to expire together: they
+			// are told to the site table a run at a time.
+			site, run := uint64(0), uint64(0)
 			for j := 0; j < n; j++ {
-				p.settle(st, &st.batch[j], st.batchDims[j*d:(j+1)*d])
+				b := &st.batch[j]
+				if timely && b.h.site != site {
+					p.sites.expired(site, run, now)
+					site, run = b.h.site, 0
+				}
+				run++
+				p.settle(st, b.k.traceID(), &b.h, st.batchDims[j*d:(j+1)*d])
+			}
+			if timely {
+				p.sites.expired(site, run, now)
 			}
 			if n < expireBatch {
 				break
 			}
 		}
+		sh.mu.Lock()
+		if sh.sparse() {
+			sh.compact()
+		}
+		sh.mu.Unlock()
 	}
 	p.flush(st)
 	p.scratch.Put(st)
@@ -718,13 +751,13 @@ func (p *Processor) rootEdge(st *state, h *half, dims []string, trace *[16]byte)
 	st.virtual++
 }
 
-// settle handles a half edge whose wait is over: a client that names its
-// peer becomes an edge to that peer; anything else is an unpaired span.
-// (Root server spans never wait: see rootEdge.)
-func (p *Processor) settle(st *state, pe *pending, dims []string) {
-	h := &pe.half
+// settle handles a half edge whose wait is over, or that would wait in
+// vain (see sites): a client that names its peer becomes an edge to that
+// peer; anything else is an unpaired span. (Root server spans never wait:
+// see rootEdge.)
+func (p *Processor) settle(st *state, trace *[16]byte, h *half, dims []string) {
 	st.expired[h.kind]++
-	e := edge{trace: pe.key.traceID(), weight: h.weight}
+	e := edge{trace: trace, weight: h.weight}
 	switch {
 	case isClientSide(h.kind) && h.peer != "":
 		e.client, e.clientDims, e.serverDims = h, dims, st.none

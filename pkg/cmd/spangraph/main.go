@@ -304,6 +304,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.Float64Var(&o.ErrorScale, "error-scale", o.ErrorScale, "multiplies every service's error ratio")
 	fs.IntVar(&o.Depth, "depth", o.Depth, "maximum call depth of a trace")
 	fs.IntVar(&o.AttributeValues, "attribute-cardinality", o.AttributeValues, "distinct values of a span attribute app.customer; 0 for none")
+	fs.Float64Var(&o.SilentFraction, "silent-fraction", o.SilentFraction, "share of spans that are client calls never answered: half to uninstrumented peers named by peer.service, half to hosts known only by server.address")
 	fs.StringVar(&o.Tenant, "tenant", o.Tenant, "X-Scope-OrgID to send")
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "random seed")
 	if err := parseFlags(fs, args); err != nil {

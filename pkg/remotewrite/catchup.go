@@ -3,8 +3,11 @@ package remotewrite
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang/snappy"
@@ -31,16 +34,21 @@ import (
 //     it, the last series) at any moment;
 //   - time is read in chunks, so a receiver's head, which refuses samples
 //     older than its newest minus an hour, never sees a series run ahead;
-//   - in the second after a marker taken from the queue (whole seconds, see
-//     markerAmbiguity) the endpoint may already hold some timestamps: there
-//     a request holds one timestamp only, and an out-of-order refusal means
-//     "already delivered", not a failure.
+//   - after the marker the endpoint may already hold samples (the queue's
+//     shards ran ahead of the marker, see the package comment), each series
+//     a time prefix of its own, since a series stays in one shard and a
+//     shard sends in order. A request refused as out of order is split
+//     until the refusal names one sample of one series, which the endpoint
+//     therefore has (it has a newer one); the rest is sent.
 const (
 	// leadingZeroLookback covers the registry's leading zero, which a new
 	// series gets at the end of the previous minute (up to 61 s before its
 	// first value).
 	leadingZeroLookback = 61_000
 	initialStep         = int64(time.Minute / time.Millisecond)
+	// walkParallel is how many series are walked at once past samples the
+	// endpoint already has: one request each per sample.
+	walkParallel = 8
 	// targetChunkSamples bounds the memory a chunk takes (~50 B a sample).
 	targetChunkSamples = 200_000
 )
@@ -50,15 +58,13 @@ type catchup struct {
 	w  *Writer
 	ep *endpoint
 	// base is where this catch-up started (the marker): a leading zero
-	// before it is sent only with a first value that certainly was not.
-	base           int64
-	ambiguousUntil int64
-	step           int64
-	cursor         cursor
-	lastWarn       time.Time
+	// before it is sent with its value.
+	base     int64
+	step     int64
+	cursor   cursor
+	lastWarn atomic.Int64 // unix ns
 
-	lb  *labels.Builder
-	buf []byte
+	lb *labels.Builder
 }
 
 // cursor is the catch-up's exact progress: everything before key, and at
@@ -86,25 +92,26 @@ type entry struct {
 	fh     *histogram.FloatHistogram
 }
 
-// catchUp runs rounds up to "now" until one is short, then a final round
-// and the switch to the queue under the collection lock.
+// catchUp runs rounds up to "now" until one is short, then tries a final
+// round and the switch to the queue under the collection lock.
 func (w *Writer) catchUp(ctx context.Context, ep *endpoint, resumeFrom int64) {
 	c := &catchup{
-		w:              w,
-		ep:             ep,
-		base:           resumeFrom,
-		ambiguousUntil: resumeFrom + markerAmbiguity,
-		step:           initialStep,
-		cursor:         cursor{key: resumeFrom - 1, all: true},
-		lb:             labels.NewBuilder(labels.EmptyLabels()),
+		w:      w,
+		ep:     ep,
+		base:   resumeFrom,
+		step:   initialStep,
+		cursor: cursor{key: resumeFrom - 1, all: true},
+		lb:     labels.NewBuilder(labels.EmptyLabels()),
 	}
 	w.logger.Info("remote write catching up from the store", "remote_name", ep.name, "url", ep.url,
 		"from", time.UnixMilli(resumeFrom).UTC(), "behind", time.Since(time.UnixMilli(resumeFrom)).Round(time.Second))
+	retry := finalRetryMin
 	for ctx.Err() == nil {
-		// Every collection stamped before to is committed once the lock
-		// has been taken, and every later one is stamped after to.
+		// Every collection stamped up to to is committed once the lock
+		// has been taken, and every later one is stamped after to+1.
 		w.lock.Lock()
 		to := time.Now().UnixMilli() - 1
+		w.shipFrom(ep, to+1)
 		w.lock.Unlock()
 		start := time.Now()
 		before := c.sent()
@@ -114,18 +121,27 @@ func (w *Writer) catchUp(ctx context.Context, ep *endpoint, resumeFrom int64) {
 			}
 			w.logger.Error("remote write catch-up cannot read the store; retrying", "remote_name", ep.name, "err", err)
 			w.setError(ep, "catch-up: "+err.Error())
-			select {
-			case <-ctx.Done():
+			if !sleep(ctx, 5*time.Second) {
 				return
-			case <-time.After(5 * time.Second):
 			}
 			continue
 		}
 		w.logger.Info("remote write catch-up round done", "remote_name", ep.name,
 			"until", time.UnixMilli(to).UTC(), "samples", c.sent()-before, "took", time.Since(start).Round(time.Millisecond))
-		if time.Since(start) < shortRound && w.finalRound(ctx, c) {
+		if time.Since(start) >= shortRound {
+			continue
+		}
+		done, err := w.finalRound(ctx, c)
+		if done {
+			w.persist()
 			return
 		}
+		w.logger.Warn("remote write: the endpoint did not take the last catch-up round within the collection lock's bound; catching up without the lock and trying again",
+			"remote_name", ep.name, "bound", LockBound, "retry_in", retry, "err", err)
+		if !sleep(ctx, retry) {
+			return
+		}
+		retry = min(2*retry, finalRetryMax)
 	}
 }
 
@@ -136,28 +152,36 @@ func (c *catchup) sent() float64 {
 }
 
 // finalRound sends the rest and starts the queue, holding the collection
-// lock so that no collection falls between the two. It gives up after
-// finalRoundTimeout (the receiver failed just now) and the caller goes on
-// catching up without the lock.
-func (w *Writer) finalRound(ctx context.Context, c *catchup) bool {
+// lock so that no collection falls between the two, for at most LockBound.
+// It reports false, with the reason, when that was not enough (the
+// endpoint is slow or failing); what it sent stays sent.
+func (w *Writer) finalRound(ctx context.Context, c *catchup) (bool, error) {
 	w.lock.Lock()
 	defer w.lock.Unlock()
-	rctx, cancel := context.WithTimeout(ctx, finalRoundTimeout)
-	err := c.run(rctx, time.Now().UnixMilli())
+	deadline := time.Now().Add(LockBound)
+	to := time.Now().UnixMilli()
+	rctx, cancel := context.WithDeadline(ctx, deadline.Add(-switchReserve))
+	err := c.run(rctx, to)
 	cancel()
-	if err != nil {
-		return false
+	if ctx.Err() != nil {
+		return true, nil
 	}
-	if err := w.applyLive(ctx, c.ep); err != nil {
-		w.logger.Error("remote write queue not started", "remote_name", c.ep.name, "err", err)
+	if err != nil {
+		w.shipFrom(c.ep, to+1)
+		return false, err
+	}
+	if err := w.applyLive(ctx, c.ep, deadline); err != nil {
+		if errors.Is(err, errStopped) {
+			return true, nil
+		}
+		w.shipFrom(c.ep, to+1)
 		w.setError(c.ep, err.Error())
-		return true
+		return false, err
 	}
 	c.ep.mu.Lock()
 	c.ep.catchingUp = false
 	c.ep.mu.Unlock()
-	w.persist()
-	return true
+	return true, nil
 }
 
 // run sends everything from the cursor to to (inclusive), chunk by chunk.
@@ -202,12 +226,12 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 		orig, out = append(orig, s.Labels()), append(out, lbls)
 		var prevT int64
 		var prevV float64
-		hasPrev, first := false, true
+		nPrev, first := 0, true
 		it = s.Iterator(it)
 		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
 			t := it.AtT()
 			if vt != chunkenc.ValFloat {
-				hasPrev = false // a histogram is never a leading zero
+				nPrev = 2 // a histogram is never a leading zero
 				if t < from {
 					continue
 				}
@@ -231,7 +255,8 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 			}
 			t, v := it.At()
 			if t < from {
-				prevT, prevV, hasPrev = t, v, true
+				prevT, prevV = t, v
+				nPrev++
 				continue
 			}
 			if !keep {
@@ -239,9 +264,9 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 				continue
 			}
 			// A new series' leading zero lies before the marker but was
-			// written with this value; send it along unless the value may
-			// have been delivered, in which case so was the zero.
-			if first && hasPrev && prevT < c.base && t > c.ambiguousUntil && isLeadingZero(prevT, prevV, t) {
+			// written with this value: send it along (if the endpoint has
+			// it, it refuses it as out of order or takes it as a duplicate).
+			if first && nPrev == 1 && prevT < c.base && isLeadingZero(prevT, prevV, t) {
 				entries = append(entries, entry{key: t, t: prevT, v: prevV, series: idx})
 			}
 			first = false
@@ -271,11 +296,12 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 	return len(entries), c.sendEntries(ctx, entries, orig, out)
 }
 
-// isLeadingZero tells whether (t0, v0) is the zero the registry writes
-// before a new series' first value at t1: at the end of the previous minute
-// minus one second.
+// isLeadingZero tells whether (t0, v0), a series' only sample in the
+// lookback, is the zero the registry writes before a new series' first
+// value at t1: at the end of the previous minute minus one second, or
+// later when ShipsFrom was later.
 func isLeadingZero(t0 int64, v0 float64, t1 int64) bool {
-	return v0 == 0 && t0 == t1-t1%60_000-1000
+	return v0 == 0 && t0 >= t1-t1%60_000-1000 && t0 < t1
 }
 
 // process applies external labels and write_relabel_configs as the queue
@@ -294,41 +320,114 @@ func (c *catchup) process(lbls labels.Labels) (labels.Labels, bool) {
 }
 
 // sendEntries sends sorted entries in requests of at most
-// max_samples_per_send, cut only between (timestamp, series) groups and, in
-// the ambiguous second, at every timestamp.
+// max_samples_per_send, cut only between (timestamp, series) groups.
 func (c *catchup) sendEntries(ctx context.Context, entries []entry, orig, out []labels.Labels) error {
 	maxSamples := c.ep.cfg.QueueConfig.MaxSamplesPerSend
-	var (
-		req   prompb.WriteRequest
-		index = map[int32]int{}
-		n     int
-	)
-	flush := func(last entry) error {
-		data, err := req.Marshal()
-		if err != nil {
-			return err
-		}
-		c.buf = snappy.Encode(c.buf[:cap(c.buf)], data)
-		if err := c.send(ctx, c.buf, n, last.key <= c.ambiguousUntil); err != nil {
-			return err
-		}
-		c.cursor = cursor{key: last.key, lbls: orig[last.series]}
-		c.w.advance(c.ep, last.key)
-		req.Timeseries = req.Timeseries[:0]
-		clear(index)
-		n = 0
-		return nil
-	}
-	for i, e := range entries {
-		if i > 0 {
-			prev := entries[i-1]
-			newKey := e.key != prev.key
-			if (newKey || e.series != prev.series) && (n >= maxSamples || (newKey && prev.key <= c.ambiguousUntil)) {
-				if err := flush(prev); err != nil {
-					return err
-				}
+	first := 0
+	for i := 1; i <= len(entries); i++ {
+		if i < len(entries) {
+			prev, e := entries[i-1], entries[i]
+			if i-first < maxSamples || (e.key == prev.key && e.series == prev.series) {
+				continue
 			}
 		}
+		if err := c.deliver(ctx, entries[first:i], out); err != nil {
+			return err
+		}
+		last := entries[i-1]
+		c.cursor = cursor{key: last.key, lbls: orig[last.series]}
+		c.w.advance(c.ep, last.key)
+		first = i
+	}
+	return nil
+}
+
+// deliver sends entries. A request the endpoint refuses as out of order
+// is split by series, which the endpoint takes independently, and each
+// series is walked oldest sample first (walkParallel at a time): a single
+// sample refused so is one the endpoint has (see the top of this file).
+func (c *catchup) deliver(ctx context.Context, entries []entry, out []labels.Labels) error {
+	err := c.sendOne(ctx, entries, out)
+	if err == nil || !isOutOfOrder(err) {
+		return c.settle(ctx, entries, err)
+	}
+	bySeries := map[int32][]entry{}
+	var order []int32
+	for _, e := range entries {
+		if _, ok := bySeries[e.series]; !ok {
+			order = append(order, e.series)
+		}
+		bySeries[e.series] = append(bySeries[e.series], e)
+	}
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, walkParallel)
+		errs = make([]error, len(order))
+	)
+	for i, id := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = c.walk(ctx, bySeries[id], out)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// walk sends one series' entries after a request of all of them was
+// refused as out of order: oldest first, one at a time, until the
+// endpoint takes one; the rest is newer and goes in one request.
+func (c *catchup) walk(ctx context.Context, entries []entry, out []labels.Labels) error {
+	for i := range entries {
+		err := c.sendOne(ctx, entries[i:i+1], out)
+		if err != nil && isOutOfOrder(err) {
+			c.ep.mu.Lock()
+			c.ep.catchup.refused++
+			c.ep.mu.Unlock()
+			continue
+		}
+		if err := c.settle(ctx, entries[i:i+1], err); err != nil {
+			return err
+		}
+		if rest := entries[i+1:]; len(rest) > 0 {
+			return c.settle(ctx, rest, c.sendOne(ctx, rest, out))
+		}
+		return nil
+	}
+	return nil
+}
+
+func (c *catchup) sendOne(ctx context.Context, entries []entry, out []labels.Labels) error {
+	body, err := encode(entries, out)
+	if err != nil {
+		return err
+	}
+	return c.send(ctx, body, len(entries))
+}
+
+// settle counts what a send that was not refused as out of order did.
+func (c *catchup) settle(ctx context.Context, entries []entry, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	c.ep.mu.Lock()
+	c.ep.catchup.failed += float64(len(entries))
+	c.ep.mu.Unlock()
+	c.w.setError(c.ep, "catch-up: "+err.Error())
+	c.w.logger.Error("remote write catch-up request refused; skipping it", "remote_name", c.ep.name,
+		"url", c.ep.url, "samples", len(entries), "err", err)
+	return nil
+}
+
+// encode builds one remote write 1.0 request.
+func encode(entries []entry, out []labels.Labels) ([]byte, error) {
+	var req prompb.WriteRequest
+	index := map[int32]int{}
+	for _, e := range entries {
 		j, ok := index[e.series]
 		if !ok {
 			j = len(req.Timeseries)
@@ -344,19 +443,18 @@ func (c *catchup) sendEntries(ctx context.Context, entries []entry, orig, out []
 		default:
 			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: e.t, Value: e.v})
 		}
-		n++
 	}
-	if n > 0 {
-		return flush(entries[len(entries)-1])
+	data, err := req.Marshal()
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return snappy.Encode(nil, data), nil
 }
 
 // send delivers one request, retrying recoverable errors (network, 5xx,
 // 429 when retry_on_http_429) with the endpoint's backoff until it succeeds
-// or ctx ends; a request refused for good is counted and skipped, as the
-// queue does.
-func (c *catchup) send(ctx context.Context, body []byte, samples int, ambiguous bool) error {
+// or ctx ends; it returns what refuses the request for good.
+func (c *catchup) send(ctx context.Context, body []byte, samples int) error {
 	ep := c.ep
 	bo := backoff.New(ctx, backoff.Config{
 		MinBackoff: time.Duration(ep.cfg.QueueConfig.MinBackoff),
@@ -374,29 +472,15 @@ func (c *catchup) send(ctx context.Context, body []byte, samples int, ambiguous 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if isRecoverable(err) {
-			c.w.setError(ep, "catch-up: "+err.Error())
-			if time.Since(c.lastWarn) > 30*time.Second {
-				c.lastWarn = time.Now()
-				c.w.logger.Warn("remote write catch-up cannot send; retrying", "remote_name", ep.name,
-					"url", ep.url, "retries", bo.NumRetries(), "err", err)
-			}
-			bo.Wait()
-			continue
+		if !isRecoverable(err) {
+			return err
 		}
-		ep.mu.Lock()
-		if ambiguous && isOutOfOrder(err) {
-			ep.catchup.refused += float64(samples)
-			ep.mu.Unlock()
-			c.w.logger.Debug("remote write catch-up: endpoint already has these samples", "remote_name", ep.name)
-			return nil
-		}
-		ep.catchup.failed += float64(samples)
-		ep.mu.Unlock()
 		c.w.setError(ep, "catch-up: "+err.Error())
-		c.w.logger.Error("remote write catch-up request refused; skipping it", "remote_name", ep.name,
-			"url", ep.url, "samples", samples, "err", err)
-		return nil
+		if last := c.lastWarn.Load(); time.Since(time.Unix(0, last)) > 30*time.Second && c.lastWarn.CompareAndSwap(last, time.Now().UnixNano()) {
+			c.w.logger.Warn("remote write catch-up cannot send; retrying", "remote_name", ep.name,
+				"url", ep.url, "retries", bo.NumRetries(), "err", err)
+		}
+		bo.Wait()
 	}
 	return bo.Err()
 }

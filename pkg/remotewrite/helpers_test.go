@@ -47,13 +47,19 @@ func (s *syncBuffer) String() string {
 }
 
 func testLogger(t testing.TB) *slog.Logger {
+	l, _ := testLogs(t)
+	return l
+}
+
+// testLogs is testLogger with the buffer, for tests that read the logs.
+func testLogs(t testing.TB) (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", buf.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo})), buf
 }
 
 // fakeEngine writes collections as pkg/engine does: under the collection
@@ -136,7 +142,7 @@ const fastQueue = `
 `
 
 func startWriter(t testing.TB, cfg Config, tenant string, e *fakeEngine) *Writer {
-	w, err := New(cfg, tenant, e.st, &e.mu, testLogger(t), nil, Options{FlushDeadline: time.Second})
+	w, err := Open(cfg, tenant, e.st, Options{Lock: &e.mu, Logger: testLogger(t), FlushDeadline: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +280,14 @@ func (p *promServer) writeURL() string { return "http://" + p.addr() + "/api/v1/
 // samples returns the raw samples (ms → value) of one test series.
 func (p *promServer) samples(series int) map[int64]float64 {
 	p.t.Helper()
-	q := fmt.Sprintf(`spangraph_test_total{series="%d"}[1h]`, series)
+	return p.rawSamples(fmt.Sprintf(`spangraph_test_total{series="%d"}`, series))
+}
+
+// rawSamples returns the raw samples (ms → value) of the last hour of the
+// series a selector picks.
+func (p *promServer) rawSamples(selector string) map[int64]float64 {
+	p.t.Helper()
+	q := selector + "[1h]"
 	resp, err := http.Get("http://" + p.addr() + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
 		p.t.Fatal(err)

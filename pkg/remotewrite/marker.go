@@ -13,15 +13,10 @@ import (
 	"github.com/spangraph/spangraph/pkg/atomicfile"
 )
 
-// markerAmbiguity is the precision of a marker taken from Prometheus'
-// queue_highest_sent_timestamp_seconds gauge, which the queue sets to whole
-// seconds (float64(highest/1000) with integer division): the endpoint may
-// hold samples up to marker+999 ms.
-const markerAmbiguity = 999
-
-// marker is what is persisted per tenant and endpoint: catching up from
-// ResumeFromMs (inclusive) loses nothing and, but for the ambiguous second
-// after it, re-sends nothing the endpoint already has.
+// marker is what is persisted per tenant and endpoint: the endpoint has
+// acknowledged (or refused for good) every sample before ResumeFromMs, so
+// catching up from it (inclusive) loses nothing. It may have some samples
+// after it too; the catch-up recognises those (see catchup.go).
 type marker struct {
 	URL          string    `json:"url"`
 	ResumeFromMs int64     `json:"resume_from_ms"`

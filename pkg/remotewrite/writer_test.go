@@ -42,7 +42,7 @@ remote_write:
 	e := &fakeEngine{st: openStore(t, t.TempDir(), "team-a"), series: 2}
 	t.Cleanup(func() { _ = e.st.Close() })
 	reg := prometheus.NewRegistry()
-	w, err := New(cfg, "team-a", e.st, &e.mu, testLogger(t), reg, Options{FlushDeadline: time.Second})
+	w, err := Open(cfg, "team-a", e.st, Options{Lock: &e.mu, Logger: testLogger(t), Registerer: reg, FlushDeadline: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

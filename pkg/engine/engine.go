@@ -62,6 +62,11 @@ type Instance struct {
 
 	lastCollection atomic.Int64 // unix ms
 	slot           *slot
+	// collectMu is held around each of this tenant's collections, and by
+	// its remote write (at most remotewrite.LockBound) while it switches
+	// from catching up to live shipping, so that no collection falls
+	// between the two. One tenant's slow endpoint never holds another's.
+	collectMu sync.Mutex
 }
 
 // LastCollection returns the time of the last successful collection.
@@ -88,14 +93,13 @@ type Engine struct {
 	quarantine map[string]*quarantined // tenants whose store cannot be opened
 	closing    bool                    // Stop is closing the stores: no more opens
 
-	// seriesPool is memory_limit's share for active series, drawn on by
-	// every tenant's registry.
-	seriesPool *budget.Pool
+	// seriesPool and edgePool are memory_limit's shares for active series
+	// and waiting half edges, drawn on by every tenant.
+	seriesPool, edgePool *budget.Pool
 
-	// collectMu is held around each collection, so that remote write can
-	// switch from catching up to live shipping between two collections.
-	collectMu   sync.Mutex
-	lastCollect time.Time // guarded by collectMu
+	// stampMu keeps collection timestamps increasing across tenants.
+	stampMu     sync.Mutex
+	lastCollect time.Time // guarded by stampMu
 
 	stop    chan struct{}
 	loops   sync.WaitGroup
@@ -119,6 +123,7 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 		quarantine: map[string]*quarantined{},
 		stop:       make(chan struct{}),
 		seriesPool: budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Series),
+		edgePool:   budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Edges),
 	}
 	rc := cfg.Receiver
 	rc.GRPCAddr, rc.HTTPAddr = cfg.OTLPGRPC, cfg.OTLPHTTP
@@ -380,7 +385,7 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 		}
 	}
 	if e.cfg.ServiceGraph.Enabled {
-		if inst.ServiceGraph, err = servicegraph.New(e.cfg.ServiceGraph, reg, servicegraph.Options{Tenant: tenant}); err != nil {
+		if inst.ServiceGraph, err = servicegraph.New(e.cfg.ServiceGraph, reg, servicegraph.Options{Tenant: tenant, Pool: e.edgePool}); err != nil {
 			_ = st.Close()
 			return nil, err
 		}
@@ -396,7 +401,9 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 	if len(e.cfg.RemoteWrite) > 0 {
 		// Remote write switches from catching up to live shipping between
 		// two collections, hence the collection lock.
-		rw, err := remotewrite.New(e.cfg.RemoteWrite, tenant, st, &e.collectMu, e.logger.With("component", "remote_write"), e.promReg, remotewrite.Options{})
+		rw, err := remotewrite.Open(e.cfg.RemoteWrite, tenant, st, remotewrite.Options{
+			Lock: &inst.collectMu, Logger: e.logger.With("component", "remote_write"), Registerer: e.promReg,
+		})
 		if err != nil {
 			_ = st.Close()
 			return nil, err
@@ -464,25 +471,43 @@ func (e *Engine) releaseAll(insts []*Instance) {
 	}
 }
 
-// collectAll writes every tenant's series. The timestamp is taken under
-// collectMu, not from the ticker, so that a collection is never stamped
-// before a remote-write switch-over that delayed it.
+// collectAll writes every tenant's series, each under its own lock and in
+// its own goroutine, so that a tenant whose remote write holds its lock
+// delays no other.
 func (e *Engine) collectAll() {
 	insts := e.acquireOpen()
 	defer e.releaseAll(insts)
-	e.collectMu.Lock()
-	defer e.collectMu.Unlock()
-	now := e.collectTime()
+	var wg sync.WaitGroup
 	for _, inst := range insts {
-		e.collect(inst, now)
+		wg.Go(func() { e.collectTenant(inst) })
 	}
+	wg.Wait()
 }
 
-// collectTime returns the timestamp of a collection; collectMu must be
-// held. Two collections in one millisecond (the last one at shutdown
-// right after a tick, an idle tenant's last one, or tests) would write a
-// second, different value at the same timestamp, which the store refuses.
-func (e *Engine) collectTime() time.Time {
+// collectTenant writes one tenant's series under its collection lock. The
+// timestamp is taken under the lock, not before, so that a collection is
+// never stamped before a remote-write switch-over that delayed it.
+func (e *Engine) collectTenant(inst *Instance) bool {
+	inst.collectMu.Lock()
+	defer inst.collectMu.Unlock()
+	now := e.stamp()
+	if inst.RemoteWrite != nil {
+		// The queue's WAL reader skips samples older than where it
+		// started: leading zeros go after that, when there is room.
+		if from := inst.RemoteWrite.ShipsFrom(); from < now.UnixMilli() {
+			inst.Registry.SetZeroFloor(from - 1)
+		}
+	}
+	return e.collect(inst, now)
+}
+
+// stamp returns the timestamp of a collection. Two collections in one
+// millisecond (the last one at shutdown right after a tick, an idle
+// tenant's last one, or tests) would write a second, different value at
+// the same timestamp, which the store refuses.
+func (e *Engine) stamp() time.Time {
+	e.stampMu.Lock()
+	defer e.stampMu.Unlock()
 	now := time.Now()
 	if now.UnixMilli() <= e.lastCollect.UnixMilli() {
 		now = e.lastCollect.Add(time.Millisecond)

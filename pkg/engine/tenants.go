@@ -394,9 +394,7 @@ func (e *Engine) closeIdle(inst *Instance) bool {
 	if inst.ServiceGraph != nil {
 		e.savePending(inst)
 	}
-	e.collectMu.Lock()
-	ok := e.collect(inst, e.collectTime())
-	e.collectMu.Unlock()
+	ok := e.collectTenant(inst)
 	if !ok {
 		if inst.ServiceGraph != nil {
 			e.restorePending(inst)
@@ -412,8 +410,11 @@ func (e *Engine) closeIdle(inst *Instance) bool {
 		e.logger.Error("closing the store of an idle tenant", "tenant", inst.Tenant, "err", err)
 	}
 	inst.Registry.Close()
-	if inst.ServiceGraph != nil && e.promReg != nil {
-		e.promReg.Unregister(inst.ServiceGraph)
+	if inst.ServiceGraph != nil {
+		inst.ServiceGraph.Close()
+		if e.promReg != nil {
+			e.promReg.Unregister(inst.ServiceGraph)
+		}
 	}
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{activeSeries, overflowed, collectionDuration, collectionFailures} {
 		v.DeleteLabelValues(inst.Tenant)

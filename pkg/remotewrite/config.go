@@ -106,10 +106,10 @@ func (c Config) Validate(key string) error {
 			return fmt.Errorf("%s.url: required", k)
 		}
 		if s := rw.URL.Scheme; s != "http" && s != "https" {
-			return fmt.Errorf("%s.url: %q must be an http:// or https:// URL", k, rw.URL.Redacted())
+			return fmt.Errorf("%s.url: %q must be an http:// or https:// URL", k, shown(rw.URL.URL))
 		}
 		if rw.URL.Host == "" {
-			return fmt.Errorf("%s.url: %q has no host", k, rw.URL.Redacted())
+			return fmt.Errorf("%s.url: %q has no host", k, shown(rw.URL.URL))
 		}
 		for h := range rw.Headers {
 			if strings.EqualFold(h, "Authorization") {
@@ -155,4 +155,14 @@ func endpointName(rw *config.RemoteWriteConfig) string {
 	}
 	sum := sha256.Sum256([]byte(rw.URL.String()))
 	return "rw-" + hex.EncodeToString(sum[:4])
+}
+
+// shown is a URL as its user wrote it, password hidden: Redacted escapes
+// it, so "not a url" would read "not%20a%20url" in the error.
+func shown(u *url.URL) string {
+	r := u.Redacted()
+	if unescaped, err := url.PathUnescape(r); err == nil {
+		return unescaped
+	}
+	return r
 }

@@ -64,6 +64,9 @@ remote_write:
 		{"remote_write:\n  - url: http://a\n  - url: http://b\n    colour: red\n", "remote_write[1]: line 4: field colour not found"},
 		{"remote_write:\n  - name: x\n", "remote_write[0]: line 2: url for remote_write is empty"},
 		{"remote_write:\n  - url: ftp://a\n", "remote_write[0].url: \"ftp://a\" must be an http:// or https:// URL"},
+		// Shown as written, not escaped ("not%20a%20url"), password hidden.
+		{"remote_write:\n  - url: not a url\n", "remote_write[0].url: \"not a url\" must be an http:// or https:// URL"},
+		{"remote_write:\n  - url: ftp://u:secret@a/my path\n", "remote_write[0].url: \"ftp://u:xxxxx@a/my path\" must be an http:// or https:// URL"},
 		{"remote_write:\n  - url: http://a\n  - url: http://a\n", "remote_write[1].url: same URL as remote_write[0]"},
 		{"remote_write:\n  - {url: http://a, name: x}\n  - {url: http://b, name: x}\n", "remote_write[1].name: \"x\" is also the name of remote_write[0]"},
 		{"remote_write:\n  - url: http://a\n    protobuf_message: v3\n", "remote_write[0]: line 2: invalid protobuf_message value"},

@@ -146,19 +146,29 @@ func TestRunCountsAndRefusals(t *testing.T) {
 			return
 		}
 		for _, rs := range req.ResourceSpans {
-			spans.Add(int64(len(rs.ScopeSpans[0].Spans)))
+			for _, ss := range rs.ScopeSpans {
+				spans.Add(int64(len(ss.Spans)))
+			}
 		}
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	defer srv.Close()
 	o := DefaultOptions()
-	o.Endpoint, o.Rate, o.Duration, o.Spans, o.TracesPerRequest = srv.URL, 0, 10*time.Second, 5000, 10
-	rep, err := Run(context.Background(), o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Spans < 5000 || rep.Spans != spans.Load() {
-		t.Errorf("report says %d spans, server got %d, want ≥ 5000 and equal", rep.Spans, spans.Load())
+	// --spans sends exactly that many, whole requests and then a last
+	// one cut to what is left.
+	for _, tc := range []struct {
+		spans int64
+		split bool
+	}{{5000, false}, {4321, false}, {777, true}} {
+		spans.Store(0)
+		o.Endpoint, o.Rate, o.Duration, o.Spans, o.TracesPerRequest, o.SplitByService = srv.URL, 0, 10*time.Second, tc.spans, 10, tc.split
+		rep, err := Run(context.Background(), o, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Spans != tc.spans || spans.Load() != tc.spans {
+			t.Errorf("--spans %d (split %v): report says %d spans, server got %d", tc.spans, tc.split, rep.Spans, spans.Load())
+		}
 	}
 
 	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +176,7 @@ func TestRunCountsAndRefusals(t *testing.T) {
 	}))
 	defer refusing.Close()
 	o.Endpoint, o.Spans, o.Duration = refusing.URL, 0, 300*time.Millisecond
-	rep, err = Run(context.Background(), o, nil)
+	rep, err := Run(context.Background(), o, nil)
 	if err == nil || rep.Refusals["401"] == 0 {
 		t.Errorf("a target that refuses everything: err %v, refusals %v", err, rep.Refusals)
 	}

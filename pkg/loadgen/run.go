@@ -221,6 +221,8 @@ func (p payload) unique(seq uint64, buf []byte) []byte {
 type pool struct {
 	mu       sync.RWMutex
 	payloads []payload
+	// genMu serialises the generator between the rebuilds and last.
+	genMu sync.Mutex
 }
 
 // get returns the i-th payload to send and the number that makes its
@@ -232,6 +234,22 @@ func (p *pool) get(i int) (payload, uint64) {
 	pl := p.payloads[i%len(p.payloads)]
 	groups := p.payloads[len(p.payloads)-1].group + 1
 	return pl, uint64(i/len(p.payloads)*groups+pl.group) + 1
+}
+
+// last builds a request of exactly n spans (fewer than one payload has),
+// the end of a run of --spans: whole traces, the last one cut short.
+func (p *pool) last(opts Options, gen *Generator, n int64) (payload, error) {
+	p.genMu.Lock()
+	req := gen.Request(opts.TracesPerRequest, time.Now())
+	p.genMu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			k := min(int64(len(ss.Spans)), n)
+			ss.Spans = ss.Spans[:k]
+			n -= k
+		}
+	}
+	return encode(opts, req)
 }
 
 func build(opts Options, gen *Generator, n int) ([]payload, error) {
@@ -339,7 +357,8 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 
 	// sendCtx ends only with the caller's ctx (Ctrl-C), so that requests
 	// in flight when the run ends complete and are counted as the target
-	// counted them; ctx ends when the duration or span count is reached.
+	// counted them; ctx ends when the duration is over (the workers stop
+	// by themselves once --spans are scheduled).
 	sendCtx := ctx
 	if opts.Duration > 0 {
 		var cancel context.CancelFunc
@@ -357,7 +376,10 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if fresh, err := build(opts, gen, poolSize); err == nil {
+				pl.genMu.Lock()
+				fresh, err := build(opts, gen, poolSize)
+				pl.genMu.Unlock()
+				if err == nil {
 					pl.mu.Lock()
 					pl.payloads = fresh
 					pl.mu.Unlock()
@@ -385,9 +407,19 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 					buf = p.unique(seq, buf)
 					p.body = buf
 				}
-				if prev := scheduled.Add(p.spans) - p.spans; opts.Spans > 0 && prev >= opts.Spans {
-					stop()
-					return
+				if prev := scheduled.Add(p.spans) - p.spans; opts.Spans > 0 && prev+p.spans >= opts.Spans {
+					// Each worker ends on its own: cancelling ctx would
+					// stop others between scheduling spans and sending them.
+					if prev >= opts.Spans {
+						return
+					}
+					// The last request: exactly the spans --spans has left.
+					last, err := pl.last(opts, gen, opts.Spans-prev)
+					if err != nil {
+						st.record(0, 0, 0, err)
+						return
+					}
+					p = last
 				}
 				if !pace.wait(ctx, p.spans) {
 					return

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // Sentinels for errors.Is on the *Error that Tenant returns.
@@ -127,7 +127,7 @@ type Authenticator struct {
 
 // New reads the secrets of cfg (files, ${ENV}) and returns an
 // authenticator; with no tenants it returns nil, which serves every
-// request as before. Errors name the key under `auth`.
+// request by X-Scope-OrgID, unauthenticated. Errors name the key under `auth`.
 func New(cfg Config) (*Authenticator, error) {
 	tenants, err := cfg.resolve("auth", lookupEnv, readFile)
 	if err != nil {
@@ -173,13 +173,13 @@ func digest(kind credentialKind, secret string) [32]byte {
 // values and returns its tenant, or an *Error (see the sentinels).
 //
 //   - authentication off: the header's tenant, validated, or
-//     single-tenant when it is empty — what the receiver did before;
+//     single-tenant when it is empty;
 //   - credentials given: they must match (else ErrUnauthenticated); the
 //     tenant is theirs, and X-Scope-OrgID may only repeat it, unless the
 //     tenant has allow_org_id_header (else ErrForbidden);
 //   - no credentials: ErrUnauthenticated when required (the default);
-//     with required: false, served as before but only for tenants not
-//     listed in auth.tenants.
+//     with required: false, served by X-Scope-OrgID as without tenants,
+//     but only for tenants not listed in auth.tenants.
 func (a *Authenticator) Tenant(authorization, orgIDHeader string) (string, error) {
 	if a == nil {
 		return headerTenant(orgIDHeader)
@@ -273,9 +273,9 @@ func (a *Authenticator) lookup(authorization string) (credential, bool) {
 // headerTenant is the tenant of X-Scope-OrgID without authentication.
 func headerTenant(header string) (string, error) {
 	if header == "" {
-		return store.DefaultTenant, nil
+		return tenant.Default, nil
 	}
-	if err := store.ValidateTenant(header); err != nil {
+	if err := tenant.Validate(header); err != nil {
 		return "", refuse(ErrInvalidTenant, ReasonBadTenant, "invalid X-Scope-OrgID: %v", err)
 	}
 	return header, nil

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // Secret is a credential from the config. Every way of printing it —
@@ -41,9 +41,9 @@ func (s Secret) redact() string {
 // Config is the `auth:` section.
 //
 // With no tenants, authentication is off: the tenant comes from
-// X-Scope-OrgID (default single-tenant), as before. With tenants, every
-// request must authenticate, unless required is set to false: then a
-// request without credentials is still served as before, but only for
+// X-Scope-OrgID (default single-tenant). With tenants, every request must
+// authenticate, unless required is set to false: then a request without
+// credentials is served by X-Scope-OrgID as without tenants, but only for
 // tenants that are not listed here (listed tenants always need their
 // credentials) — a migration mode while senders get their tokens.
 type Config struct {
@@ -133,7 +133,7 @@ func (c *Config) resolve(prefix string, lookupEnv func(string) (string, bool), r
 		if tc.ID == "" {
 			return nil, fmt.Errorf("%s.id: required", tkey)
 		}
-		if err := store.ValidateTenant(tc.ID); err != nil {
+		if err := tenant.Validate(tc.ID); err != nil {
 			return nil, fmt.Errorf("%s.id: %w", tkey, err)
 		}
 		if prev, dup := seenIDs[tc.ID]; dup {

@@ -8,12 +8,13 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/loadgen"
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // shopBatch decodes a realistic request: 100 shop traces, ~20 spans each.
 func shopBatch(b *testing.B) *otlp.Batch {
 	gen := loadgen.NewGenerator(loadgen.Shop(10, rand.New(rand.NewPCG(1, 2))), 1)
-	return decode(b, gen.Request(100, time.Now()))
+	return otlptest.Batch(b, gen.Request(100, time.Now()))
 }
 
 func perSpan(b *testing.B, spans int) {

@@ -7,11 +7,10 @@ import (
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // Test batches go through the real decoder, so that the limits see what
@@ -29,23 +28,15 @@ type testResource struct {
 	spans []testSpan
 }
 
-func strKV(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-}
-
-func intKV(k string, v int64) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
-}
-
 func encodeRequest(resources ...testResource) *coltracepb.ExportTraceServiceRequest {
-	req := &coltracepb.ExportTraceServiceRequest{}
+	req := otlptest.Request()
 	id := byte(1)
 	for _, r := range resources {
-		rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{}}
+		var attrs []*commonpb.KeyValue
 		for _, k := range sortedKeys(r.attrs) {
-			rs.Resource.Attributes = append(rs.Resource.Attributes, strKV(k, r.attrs[k]))
+			attrs = append(attrs, otlptest.Str(k, r.attrs[k]))
 		}
-		ss := &tracepb.ScopeSpans{}
+		var spans []*tracepb.Span
 		for _, s := range r.spans {
 			sp := &tracepb.Span{
 				TraceId: make([]byte, 16), SpanId: []byte{id, 0, 0, 0, 0, 0, 0, 1},
@@ -54,35 +45,21 @@ func encodeRequest(resources ...testResource) *coltracepb.ExportTraceServiceRequ
 			}
 			id++
 			for _, k := range sortedKeys(s.attrs) {
-				sp.Attributes = append(sp.Attributes, strKV(k, s.attrs[k]))
+				sp.Attributes = append(sp.Attributes, otlptest.Str(k, s.attrs[k]))
 			}
 			for i := 0; i < s.ints; i++ {
-				sp.Attributes = append(sp.Attributes, intKV(fmt.Sprintf("i%d", i), int64(i)))
+				sp.Attributes = append(sp.Attributes, otlptest.Int(fmt.Sprintf("i%d", i), int64(i)))
 			}
-			ss.Spans = append(ss.Spans, sp)
+			spans = append(spans, sp)
 		}
-		rs.ScopeSpans = []*tracepb.ScopeSpans{ss}
-		req.ResourceSpans = append(req.ResourceSpans, rs)
+		req.ResourceSpans = append(req.ResourceSpans, otlptest.Resource(attrs, spans...))
 	}
 	return req
 }
 
-func decode(t testing.TB, req *coltracepb.ExportTraceServiceRequest) *otlp.Batch {
-	t.Helper()
-	body, err := proto.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := otlp.GetBatch()
-	if err := b.DecodeProto(body); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func batchOf(t testing.TB, resources ...testResource) *otlp.Batch {
 	t.Helper()
-	return decode(t, encodeRequest(resources...))
+	return otlptest.Batch(t, encodeRequest(resources...))
 }
 
 // namedSpans returns one resource with a span per name.

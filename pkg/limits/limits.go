@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // TenantLimits are the limits of one tenant; 0 means unlimited.
@@ -92,7 +92,7 @@ func (c *Config) Validate(prefix string) error {
 	sort.Strings(tenants)
 	for _, t := range tenants {
 		key := prefix + ".overrides." + t
-		if err := store.ValidateTenant(t); err != nil {
+		if err := tenant.Validate(t); err != nil {
 			return fmt.Errorf("%s: invalid tenant id: %w", key, err)
 		}
 		o := c.Overrides[t]

@@ -16,7 +16,7 @@ import (
 // let through when the bucket holds min(n, burst) tokens and then costs all
 // n, driving the bucket into debt that refills at the rate — so big
 // requests are never refused for good, and the long-run rate is still
-// exact. It also keeps go.mod untouched while other packages are edited.
+// exact.
 type RateLimiter struct {
 	// limit returns the rate and burst of a tenant; rate <= 0 is unlimited.
 	limit func(tenant string) (perSecond float64, burst int)

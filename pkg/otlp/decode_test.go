@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -675,130 +674,6 @@ func TestLookup(t *testing.T) {
 	}
 	if _, ok := Lookup(attrs, "c"); ok {
 		t.Error("Lookup c found a missing key")
-	}
-}
-
-func TestSamplingMultiplier(t *testing.T) {
-	cases := []struct {
-		ts   string
-		want float64
-	}{
-		{"", 1},
-		{"ot=th:0", 1}, // threshold 0: everything kept
-		{"ot=th:8", 2},
-		{"ot=th:c", 4},
-		{"ot=th:c0", 4}, // right-padded: same threshold
-		{"ot=th:c0000000000000", 4},
-		{"ot=th:e", 8},
-		{"ot=th:f", 16},
-		{"ot=th:08", 32.0 / 31.0},
-		{"ot=th:ffffffffffffff", 1 << 56},
-		{"ot=rv:0123456789abcd;th:8", 2}, // th after another sub-key
-		{"ot=th:8;rv:0123456789abcd", 2},
-		{"vendor=abc,ot=th:c", 4}, // other vendors' members first
-		{"ot=th:c,vendor=abc", 4},
-		{"a=1, ot=th:8 ,b=2", 2}, // optional white space around members
-		{"xot=th:8", 1},          // not the ot member
-		{"vendor=th:8", 1},
-		{"ot=rv:0123456789abcd", 1}, // ot member without a threshold
-		{"ot=th:", 1},
-		{"ot=th:zz", 1},
-		{"ot=th:0x8", 1},
-		{"ot=th:+8", 1},
-		{"ot=th:-8", 1},
-		{"ot=th:123456789abcdef", 1}, // 15 digits: too long
-		{"ot=th:8 ", 2},              // trailing white space belongs to the list, not the member
-		{",,,", 1},
-		{"ot", 1},
-	}
-	for _, tc := range cases {
-		if got := SamplingMultiplier(tc.ts); math.Abs(got-tc.want) > 1e-12*tc.want {
-			t.Errorf("SamplingMultiplier(%q) = %v, want %v", tc.ts, got, tc.want)
-		}
-	}
-}
-
-func TestDimensions(t *testing.T) {
-	keys := []string{"env", "http.route", "http.status_code", "ratio", "cached", "missing", "blob", "region"}
-	d := NewDimensions(keys)
-	keys[0] = "changed" // NewDimensions must copy its input
-	r := d.NewResolved()
-
-	resource := []KeyValue{
-		{"env", Value{Type: ValueString, Str: "prod"}},
-		{"http.status_code", Value{Type: ValueInt, Int: 201}}, // non-string on the resource
-		{"region", Value{Type: ValueString}},                  // empty: the span may supply it
-	}
-	span1 := []KeyValue{
-		{"env", Value{Type: ValueString, Str: "dev"}}, // the resource wins
-		{"http.route", Value{Type: ValueString, Str: "/cart"}},
-		{"http.status_code", Value{Type: ValueInt, Int: 500}},
-		{"ratio", Value{Type: ValueDouble, Double: 0.5}},
-		{"cached", Value{Type: ValueBool, Int: 1}},
-		{"blob", Value{Type: ValueOther}},
-		{"region", Value{Type: ValueString, Str: "eu"}},
-	}
-	span2 := []KeyValue{
-		{"ratio", Value{Type: ValueDouble, Double: -1e-7}},
-		{"cached", Value{Type: ValueBool}},
-	}
-	d.ResolveResource(&r, resource)
-	var text []byte
-	text = d.ResolveSpan(&r, span1, text[:0])
-	want1 := []string{"prod", "/cart", "201", "0.5", "true", "", "", "eu"}
-	for i, w := range want1 {
-		if got := r.Value(i); got != w {
-			t.Errorf("span 1 %s = %q, want %q", keys[i], got, w)
-		}
-	}
-	var joined string
-	text, joined = r.Join(0, 3, "/", text)
-	if joined != "prod//cart/201" {
-		t.Errorf("Join = %q", joined)
-	}
-	if _, j := r.Join(5, 2, "/", text); j != "" {
-		t.Errorf("Join of absent values = %q, want empty", j)
-	}
-
-	// The next span of the same resource: what span 1 set must not stay.
-	text = d.ResolveSpan(&r, span2, text[:0])
-	want2 := []string{"prod", "", "201", "-0.0000001", "false", "", "", ""}
-	for i, w := range want2 {
-		if got := r.Value(i); got != w {
-			t.Errorf("span 2 %s = %q, want %q", keys[i], got, w)
-		}
-	}
-
-	// A new resource replaces the resource values.
-	d.ResolveResource(&r, nil)
-	_ = d.ResolveSpan(&r, span1, text[:0])
-	want3 := []string{"dev", "/cart", "500", "0.5", "true", "", "", "eu"}
-	for i, w := range want3 {
-		if got := r.Value(i); got != w {
-			t.Errorf("span 1 without resource: %s = %q, want %q", keys[i], got, w)
-		}
-	}
-}
-
-// TestDimensionsTextGrowth: formatted values point into the text buffer;
-// when the buffer grows mid-span, values formatted earlier must survive.
-func TestDimensionsTextGrowth(t *testing.T) {
-	var keys []string
-	var span []KeyValue
-	for i := range 50 {
-		k := strings.Repeat("k", i+1)
-		keys = append(keys, k)
-		span = append(span, KeyValue{k, Value{Type: ValueInt, Int: int64(1_000_000_000 + i)}})
-	}
-	d := NewDimensions(keys)
-	r := d.NewResolved()
-	d.ResolveResource(&r, nil)
-	_ = d.ResolveSpan(&r, span, make([]byte, 0, 4))
-	for i := range keys {
-		want := strconv.Itoa(1_000_000_000 + i)
-		if got := r.Value(i); got != want {
-			t.Fatalf("value %d = %q, want %q", i, got, want)
-		}
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // CheckHealth says whether the process receives and stores spans, in words
@@ -105,9 +105,9 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 }
 
 func (i *Instance) howToSend() string {
-	tenant := ""
-	if i.settings.Tenant != store.DefaultTenant {
-		tenant = fmt.Sprintf(" with header X-Scope-OrgID: %s", i.settings.Tenant)
+	header := ""
+	if i.settings.Tenant != tenant.Default {
+		header = fmt.Sprintf(" with header X-Scope-OrgID: %s", i.settings.Tenant)
 	}
 	var targets []string
 	if a := i.svc.eng.Receiver().GRPCAddr(); a != "" {
@@ -117,7 +117,7 @@ func (i *Instance) howToSend() string {
 		targets = append(targets, "OTLP/HTTP http://"+hostPort(a)+"/v1/traces")
 	}
 	targets = append(targets, "Grafana's /api/datasources/uid/"+i.uid+"/resources/otlp/v1/traces")
-	return "point an OpenTelemetry SDK or Collector at " + strings.Join(targets, " or ") + tenant
+	return "point an OpenTelemetry SDK or Collector at " + strings.Join(targets, " or ") + header
 }
 
 // hostPort turns a wildcard listen address into one a sender can use.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
-	"github.com/spangraph/spangraph/pkg/query"
+	"github.com/spangraph/spangraph/pkg/api"
 )
 
 // CallResource serves, under /api/datasources/uid/<uid>/resources/:
@@ -34,7 +34,7 @@ func (i *Instance) resourceMux() http.Handler {
 	tenant := func(*http.Request) (string, error) { return i.settings.Tenant, nil }
 	mux := http.NewServeMux()
 	if i.svc.startErr == nil {
-		mux.Handle("/api/v1/", query.NewAPI(i.svc.querier, tenant))
+		mux.Handle("/api/v1/", api.New(i.svc.querier, tenant))
 		mux.HandleFunc("/otlp/v1/traces", i.ingest)
 	}
 	return mux

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // benchQuerier fills a real TSDB with the series of a service graph of
@@ -21,7 +22,7 @@ import (
 func benchQuerier(b *testing.B, services, edges int) *Querier {
 	b.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(b.TempDir(), store.DefaultTenant, store.Options{Retention: 24 * time.Hour}, logger, nil)
+	st, err := store.Open(b.TempDir(), tenant.Default, store.Options{Retention: 24 * time.Hour}, logger, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func benchQuerier(b *testing.B, services, edges int) *Querier {
 		b.Fatal(err)
 	}
 	b.Logf("%d series, %d samples", len(all), len(all)*241)
-	return NewQuerier(stores{store.DefaultTenant: st}, DefaultConfig(), logger, nil)
+	return NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil)
 }
 
 // BenchmarkServiceGraph builds the node graph of 1 000 services and
@@ -81,7 +82,7 @@ func BenchmarkServiceGraph(b *testing.B) {
 	o := GraphOptions{Start: end.Add(-time.Hour), End: end}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		g, err := q.ServiceGraph(context.Background(), store.DefaultTenant, o)
+		g, err := q.ServiceGraph(context.Background(), tenant.Default, o)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -98,7 +99,7 @@ func BenchmarkRangeQuery(b *testing.B) {
 	expr := "sum by (server) (rate(" + metricRequests + "[5m]))"
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := q.Range(context.Background(), store.DefaultTenant, expr, end.Add(-time.Hour), end, 15*time.Second)
+		res, err := q.Range(context.Background(), tenant.Default, expr, end.Add(-time.Hour), end, 15*time.Second)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,13 +2,9 @@ package query
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/storage"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // heapBound is what a refused query may allocate, all told: before these
@@ -92,9 +88,9 @@ func TestHostileQueries(t *testing.T) {
 			t0 := time.Now()
 			var err error
 			if tc.rangeQ {
-				_, err = q.Range(context.Background(), store.DefaultTenant, tc.expr, end.Add(-24*time.Hour), end, time.Minute)
+				_, err = q.Range(context.Background(), tenant.Default, tc.expr, end.Add(-24*time.Hour), end, time.Minute)
 			} else {
-				_, err = q.Instant(context.Background(), store.DefaultTenant, tc.expr, end)
+				_, err = q.Instant(context.Background(), tenant.Default, tc.expr, end)
 			}
 			took := time.Since(t0)
 			runtime.ReadMemStats(&after)
@@ -142,9 +138,9 @@ func TestQueriesWithinLimits(t *testing.T) {
 	for _, tc := range tests {
 		var err error
 		if tc.rangeQ {
-			_, err = q.Range(context.Background(), store.DefaultTenant, tc.expr, end.Add(-24*time.Hour), end, 86*time.Second)
+			_, err = q.Range(context.Background(), tenant.Default, tc.expr, end.Add(-24*time.Hour), end, 86*time.Second)
 		} else {
-			_, err = q.Instant(context.Background(), store.DefaultTenant, tc.expr, end)
+			_, err = q.Instant(context.Background(), tenant.Default, tc.expr, end)
 		}
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
@@ -162,7 +158,7 @@ func TestConcurrentHostileQueries(t *testing.T) {
 	errs := make([]error, 8)
 	for i := range errs {
 		wg.Go(func() {
-			_, errs[i] = q.Instant(context.Background(), store.DefaultTenant, `max_over_time(vector(1)[1d:2ms])`, end)
+			_, errs[i] = q.Instant(context.Background(), tenant.Default, `max_over_time(vector(1)[1d:2ms])`, end)
 		})
 	}
 	wg.Wait()
@@ -182,7 +178,7 @@ func TestQueryTimeout(t *testing.T) {
 	cfg.Timeout = 10 * time.Millisecond
 	q := withConfig(t, cfg)
 	// 11 000 steps, each reading a window of 3 600 points: ~40 M points.
-	_, err := q.Range(context.Background(), store.DefaultTenant, `max_over_time(vector(1)[1h:1s])`,
+	_, err := q.Range(context.Background(), tenant.Default, `max_over_time(vector(1)[1h:1s])`,
 		end.Add(-2*time.Hour), end, 2*time.Hour/11000)
 	var qe *Error
 	if !errors.As(err, &qe) || qe.Type != ErrorTimeout || !strings.Contains(qe.Error(), "timed out in expression evaluation: the query ran longer than query.timeout (10ms)") {
@@ -191,10 +187,10 @@ func TestQueryTimeout(t *testing.T) {
 	// The graph and the RED table are bounded alike.
 	cfg.Timeout = time.Nanosecond
 	q = withConfig(t, cfg)
-	if _, err := q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end}); !isType(err, ErrorTimeout) {
+	if _, err := q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end}); !isType(err, ErrorTimeout) {
 		t.Errorf("service graph: %v, want a timeout", err)
 	}
-	if _, err := q.REDTable(context.Background(), store.DefaultTenant, REDOptions{Start: end.Add(-5 * time.Minute), End: end}); !isType(err, ErrorTimeout) {
+	if _, err := q.REDTable(context.Background(), tenant.Default, REDOptions{Start: end.Add(-5 * time.Minute), End: end}); !isType(err, ErrorTimeout) {
 		t.Errorf("RED table: %v, want a timeout", err)
 	}
 }
@@ -210,12 +206,12 @@ func TestServiceGraphSamples(t *testing.T) {
 	// buckets on either side: 4 × 16 figures.
 	cfg.MaxSamples = 63
 	q := withConfig(t, cfg)
-	_, err := q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end})
+	_, err := q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end})
 	if !isType(err, ErrorExec) || !strings.Contains(err.Error(), "would hold 64 figures (4 edges × 16 series) in memory, over query.max_samples (63)") {
 		t.Fatalf("error %v", err)
 	}
 	cfg.MaxSamples = 64
-	if _, err := withConfig(t, cfg).ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end}); err != nil {
+	if _, err := withConfig(t, cfg).ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -243,16 +239,17 @@ func (s gatedSource) Queryable(tenant string) (storage.Queryable, storage.Exempl
 }
 
 // With one slot taken by a slow query, the next waits queue_timeout and is
-// refused with 503 unavailable; once the slot frees, queries run again.
+// refused as unavailable (503 in the HTTP API); once the slot frees,
+// queries run again.
 func TestConcurrencyLimit(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxConcurrency, cfg.QueueTimeout = 1, 200*time.Millisecond
 	src := gatedSource{newQuerier(t).source.(stores), make(chan struct{})}
 	q := NewQuerier(src, cfg, slog.New(slog.DiscardHandler), nil)
-	api := NewAPI(q, func(*http.Request) (string, error) { return store.DefaultTenant, nil })
+	ctx := context.Background()
 	slow := make(chan error)
 	go func() {
-		_, err := q.Instant(context.Background(), store.DefaultTenant, `sum(traces_spanmetrics_calls_total)`, end)
+		_, err := q.Instant(ctx, tenant.Default, `sum(traces_spanmetrics_calls_total)`, end)
 		slow <- err
 	}()
 	for len(q.slots) == 0 {
@@ -263,34 +260,46 @@ func TestConcurrencyLimit(t *testing.T) {
 	}
 	refused := testutil.ToFloat64(queriesRejected.WithLabelValues(ReasonQueueTimeout))
 	t0 := time.Now()
-	code, body := get(t, api, "/api/v1/query", url.Values{"query": {"1+1"}, "time": {"1700000400"}})
+	_, err := q.Instant(ctx, tenant.Default, "1+1", end)
 	if waited := time.Since(t0); waited < cfg.QueueTimeout || waited > cfg.QueueTimeout+time.Second {
 		t.Errorf("refused after %s, want after queue_timeout (%s)", waited, cfg.QueueTimeout)
 	}
-	want := `{"status":"error","errorType":"unavailable","error":"too many queries at once: no slot of query.max_concurrency (1) came free within query.queue_timeout (200ms); retry later"}`
-	if code != http.StatusServiceUnavailable || strings.TrimSpace(body) != want {
-		t.Errorf("second query: %d %s, want 503 %s", code, body, want)
+	want := "too many queries at once: no slot of query.max_concurrency (1) came free within query.queue_timeout (200ms); retry later"
+	if !isType(err, ErrorUnavailable) || err.Error() != want {
+		t.Errorf("second query: %v, want unavailable: %s", err, want)
 	}
 	if got := testutil.ToFloat64(queriesRejected.WithLabelValues(ReasonQueueTimeout)) - refused; got != 1 {
 		t.Errorf("queue_timeout refusals grew by %v, want 1", got)
 	}
 	// Every reader of the store waits for the same slot.
-	for path, params := range map[string]url.Values{
-		"/api/v1/labels":          nil,
-		"/api/v1/series":          {"match[]": {"up"}},
-		"/api/v1/query_exemplars": {"query": {"up"}},
-		"/api/v1/service-graph":   nil,
-		"/api/v1/red":             nil,
-		"/api/v1/query_range":     {"query": {"1"}, "start": {"0"}, "end": {"60"}, "step": {"15"}},
+	window := end.Add(-5 * time.Minute)
+	up, _ := q.ParseSelectors([]string{"up"})
+	for name, read := range map[string]func() error{
+		"LabelNames": func() error { _, err := q.LabelNames(ctx, tenant.Default, nil, 0, end.UnixMilli()); return err },
+		"LabelValues": func() error {
+			_, err := q.LabelValues(ctx, tenant.Default, "service", nil, 0, end.UnixMilli())
+			return err
+		},
+		"Series":    func() error { _, err := q.Series(ctx, tenant.Default, up, 0, end.UnixMilli()); return err },
+		"Exemplars": func() error { _, err := q.Exemplars(ctx, tenant.Default, "up", window, end); return err },
+		"ServiceGraph": func() error {
+			_, err := q.ServiceGraph(ctx, tenant.Default, GraphOptions{Start: window, End: end})
+			return err
+		},
+		"REDTable": func() error {
+			_, err := q.REDTable(ctx, tenant.Default, REDOptions{Start: window, End: end})
+			return err
+		},
+		"Range": func() error { _, err := q.Range(ctx, tenant.Default, "1", window, end, 15*time.Second); return err },
 	} {
-		if code, body := get(t, api, path, params); code != http.StatusServiceUnavailable || !strings.Contains(body, `"errorType":"unavailable"`) {
-			t.Errorf("%s with the slot taken: %d %s", path, code, body)
+		if err := read(); !isType(err, ErrorUnavailable) {
+			t.Errorf("%s with the slot taken: %v", name, err)
 		}
 	}
 	// A query that arrives while the slot is taken gets it once it frees.
 	third := make(chan error)
 	go func() {
-		_, err := q.Instant(context.Background(), store.DefaultTenant, `sum(traces_spanmetrics_calls_total)`, end)
+		_, err := q.Instant(ctx, tenant.Default, `sum(traces_spanmetrics_calls_total)`, end)
 		third <- err
 	}()
 	time.Sleep(cfg.QueueTimeout / 4)
@@ -301,49 +310,11 @@ func TestConcurrencyLimit(t *testing.T) {
 	if err := <-third; err != nil {
 		t.Errorf("query waiting for the slot: %v", err)
 	}
-	code, body = get(t, api, "/api/v1/query", url.Values{"query": {"1+1"}, "time": {"1700000400"}})
-	if code != http.StatusOK {
-		t.Errorf("after the slot freed: %d %s", code, body)
+	if _, err := q.Instant(ctx, tenant.Default, "1+1", end); err != nil {
+		t.Errorf("after the slot freed: %v", err)
 	}
 	if len(q.slots) != 0 {
 		t.Errorf("%d slots still held", len(q.slots))
-	}
-}
-
-// The HTTP API answers refusals in Prometheus' error format and status.
-func TestAPIRefusals(t *testing.T) {
-	api := NewAPI(newQuerier(t), func(*http.Request) (string, error) { return store.DefaultTenant, nil })
-	tests := []struct {
-		path    string
-		query   string
-		code    int
-		errType string
-		message string
-	}{
-		{"/api/v1/query", `max_over_time(vector(1)[365d:1ms])`, 400, "bad_data",
-			"subquery [365d:1ms] would take 31536000000 steps, over query.max_subquery_steps (1000000)"},
-		{"/api/v1/query", strings.Repeat("(", 20_000) + "1" + strings.Repeat(")", 20_000), 400, "bad_data",
-			"the query nests 20000 levels deep, over query.max_depth (200)"},
-		{"/api/v1/query", strings.Repeat("abs(", 100_000) + "vector(1)" + strings.Repeat(")", 100_000), 400, "bad_data",
-			"the query is 500009 bytes long, over query.max_query_length (65536)"},
-		{"/api/v1/query_range", `max_over_time(vector(1)[1d:1ms])`, 400, "bad_data",
-			"subquery [1d:1ms] would take 86460000 steps, over query.max_subquery_steps (1000000)"},
-		{"/api/v1/query_exemplars", strings.Repeat("(", 1000) + "up" + strings.Repeat(")", 1000), 400, "bad_data",
-			"the query nests 1000 levels deep, over query.max_depth (200)"},
-	}
-	for _, tc := range tests {
-		form := url.Values{"query": {tc.query}, "time": {"1700000400"}, "start": {"1700000340"}, "end": {"1700000400"}, "step": {"60"}}
-		req := httptest.NewRequest(http.MethodPost, tc.path, strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		rec := httptest.NewRecorder()
-		api.ServeHTTP(rec, req)
-		var r response
-		if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil {
-			t.Fatalf("%s: %v: %s", tc.path, err, rec.Body)
-		}
-		if rec.Code != tc.code || r.Status != "error" || r.ErrorType != tc.errType || r.Error != tc.message {
-			t.Errorf("%s %.40s…: %d %+v, want %d %s %q", tc.path, tc.query, rec.Code, r, tc.code, tc.errType, tc.message)
-		}
 	}
 }
 

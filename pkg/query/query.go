@@ -1,6 +1,7 @@
 // Package query reads the stores: PromQL through Prometheus' own engine,
-// the Prometheus HTTP API subset that Grafana and other tools speak, and the
-// node-graph and RED-table models built from the span and edge metrics.
+// the metadata readers (labels, series, exemplars), the node-graph and
+// RED-table models built from the span and edge metrics, and the limits
+// every read runs under. Its HTTP face is pkg/api.
 package query
 
 import (

@@ -8,10 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // stores is a Source over real TSDBs, one per tenant.
@@ -105,7 +103,7 @@ func latency(service, span string, le string, rate float64) series {
 func newQuerier(t *testing.T) *Querier {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(t.TempDir(), store.DefaultTenant, store.Options{Retention: time.Hour, MaxExemplars: 100}, logger, nil)
+	st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: time.Hour, MaxExemplars: 100}, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,14 +131,14 @@ func newQuerier(t *testing.T) *Querier {
 	if err := app.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	return NewQuerier(stores{store.DefaultTenant: st}, DefaultConfig(), logger, nil)
+	return NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil)
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-6*math.Max(1, math.Abs(b)) }
 
 func TestServiceGraph(t *testing.T) {
 	q := newQuerier(t)
-	g, err := q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end})
+	g, err := q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +177,7 @@ func TestServiceGraph(t *testing.T) {
 	}
 
 	// A focus on postgres at depth 1 keeps checkout and nothing beyond.
-	g, err = q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end, Service: "postgres", Depth: 1})
+	g, err = q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end, Service: "postgres", Depth: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,22 +185,22 @@ func TestServiceGraph(t *testing.T) {
 		t.Errorf("neighbourhood of postgres: %+v", g)
 	}
 	// Connection-type filter and node cap.
-	g, _ = q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end, ConnectionTypes: []string{""}})
+	g, _ = q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end, ConnectionTypes: []string{""}})
 	if len(g.Edges) != 1 || g.Edges[0].ID != "frontend->checkout" {
 		t.Errorf("rpc edges only: %+v", g.Edges)
 	}
-	g, _ = q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{Start: end.Add(-5 * time.Minute), End: end, MaxNodes: 2})
+	g, _ = q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: end.Add(-5 * time.Minute), End: end, MaxNodes: 2})
 	if !g.Truncated || len(g.Nodes) != 2 || g.Nodes[0].ID != "checkout" || g.Nodes[1].ID != "frontend" {
 		t.Errorf("cap to the 2 busiest: %+v", g.Nodes)
 	}
-	if _, err := q.ServiceGraph(context.Background(), store.DefaultTenant, GraphOptions{End: end, Matchers: `foo=`}); err == nil {
+	if _, err := q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{End: end, Matchers: `foo=`}); err == nil {
 		t.Error("invalid matchers accepted")
 	}
 }
 
 func TestREDTable(t *testing.T) {
 	q := newQuerier(t)
-	rows, err := q.REDTable(context.Background(), store.DefaultTenant, REDOptions{Start: end.Add(-5 * time.Minute), End: end})
+	rows, err := q.REDTable(context.Background(), tenant.Default, REDOptions{Start: end.Add(-5 * time.Minute), End: end})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,54 +213,9 @@ func TestREDTable(t *testing.T) {
 	if !near(rows[0].P50Ms, 100) || math.IsNaN(rows[0].P99Ms) || !math.IsNaN(rows[1].P90Ms) {
 		t.Errorf("latencies %+v", rows)
 	}
-	rows, _ = q.REDTable(context.Background(), store.DefaultTenant, REDOptions{Start: end.Add(-5 * time.Minute), End: end, GroupBy: "span_name", Service: "checkout", TopN: 1})
+	rows, _ = q.REDTable(context.Background(), tenant.Default, REDOptions{Start: end.Add(-5 * time.Minute), End: end, GroupBy: "span_name", Service: "checkout", TopN: 1})
 	if len(rows) != 1 || rows[0].SpanName != "PlaceOrder" || !near(rows[0].Rate, 8) {
 		t.Errorf("top span of checkout: %+v", rows)
-	}
-}
-
-func get(t *testing.T, h http.Handler, path string, params url.Values) (int, string) {
-	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, path+"?"+params.Encode(), nil)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if !json.Valid(rec.Body.Bytes()) {
-		t.Fatalf("%s: invalid JSON: %s", path, rec.Body.String())
-	}
-	return rec.Code, rec.Body.String()
-}
-
-func TestAPI(t *testing.T) {
-	api := NewAPI(newQuerier(t), func(r *http.Request) (string, error) { return store.DefaultTenant, nil })
-	ts := "1700000400"
-	tests := []struct {
-		path    string
-		params  url.Values
-		code    int
-		contain string
-	}{
-		{"/api/v1/query", url.Values{"query": {`sum(rate(traces_spanmetrics_calls_total[5m]))`}, "time": {ts}}, 200, `"resultType":"vector"`},
-		{"/api/v1/query", url.Values{"query": {`1+1`}, "time": {ts}}, 200, `"result":[1700000400,"2"]`},
-		{"/api/v1/query", url.Values{"query": {`sum(rate(traces_spanmetrics_calls_total[5m])`}}, 400, `"errorType":"bad_data"`},
-		{"/api/v1/query_range", url.Values{"query": {`sum(traces_spanmetrics_calls_total)`}, "start": {"1700000100"}, "end": {ts}, "step": {"60"}}, 200, `"resultType":"matrix"`},
-		{"/api/v1/query_range", url.Values{"query": {`up`}, "start": {"0"}, "end": {ts}, "step": {"1"}}, 400, "11,000 points"},
-		{"/api/v1/query_range", url.Values{"query": {`up`}, "start": {"x"}, "end": {ts}, "step": {"1"}}, 400, `invalid parameter \"start\"`},
-		{"/api/v1/labels", nil, 200, `"span_kind"`},
-		{"/api/v1/label/service/values", nil, 200, `["checkout","frontend"]`},
-		{"/api/v1/label/server/values", url.Values{"match[]": {`traces_service_graph_request_total{client="checkout"}`}}, 200, `["postgres","stripe"]`},
-		{"/api/v1/series", url.Values{"match[]": {`traces_spanmetrics_calls_total{service="checkout"}`}}, 200, `"span_name":"Refund"`},
-		{"/api/v1/series", nil, 400, "no match[] parameter"},
-		{"/api/v1/query_exemplars", url.Values{"query": {`traces_spanmetrics_latency_bucket`}, "start": {"1700000000"}, "end": {ts}}, 200, `"trace_id":"0102"`},
-		{"/api/v1/service-graph", url.Values{"start": {"1700000100"}, "end": {ts}}, 200, `"id":"checkout->postgres"`},
-		{"/api/v1/service-graph", url.Values{"depth": {"-1"}}, 400, "depth"},
-		{"/api/v1/red", url.Values{"start": {"1700000100"}, "end": {ts}, "group_by": {"span_name"}}, 200, `"spanName":"PlaceOrder"`},
-		{"/api/v1/nope", nil, 404, "unknown API endpoint"},
-	}
-	for _, tc := range tests {
-		code, body := get(t, api, tc.path, tc.params)
-		if code != tc.code || !strings.Contains(body, tc.contain) {
-			t.Errorf("%s %v: %d %s, want %d containing %s", tc.path, tc.params, code, body, tc.code, tc.contain)
-		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 
 	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // TestWindowRatesMatchPromQL holds the streaming evaluator to PromQL's
@@ -55,7 +56,7 @@ func TestWindowRatesMatchPromQL(t *testing.T) {
 	for _, w := range []time.Duration{time.Hour, 10 * time.Minute, time.Minute} {
 		t.Run(w.String(), func(t *testing.T) {
 			logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-			st, err := store.Open(t.TempDir(), store.DefaultTenant, store.Options{Retention: 24 * time.Hour}, logger, nil)
+			st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: 24 * time.Hour}, logger, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,10 +83,10 @@ func TestWindowRatesMatchPromQL(t *testing.T) {
 			if err := app.Commit(); err != nil {
 				t.Fatal(err)
 			}
-			q := NewQuerier(stores{store.DefaultTenant: st}, DefaultConfig(), logger, nil)
+			q := NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil)
 
 			want := map[string]float64{}
-			res, err := q.Instant(context.Background(), store.DefaultTenant, fmt.Sprintf("rate(c_total[%ds])", int(w.Seconds())), end)
+			res, err := q.Instant(context.Background(), tenant.Default, fmt.Sprintf("rate(c_total[%ds])", int(w.Seconds())), end)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +99,7 @@ func TestWindowRatesMatchPromQL(t *testing.T) {
 				matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "c_total")},
 				add:      func(l labels.Labels, r float64) { got[l.Get("client")] = r },
 			}
-			if err := q.window(store.DefaultTenant, end, w).run(context.Background(), []windowJob{job}); err != nil {
+			if err := q.window(tenant.Default, end, w).run(context.Background(), []windowJob{job}); err != nil {
 				t.Fatal(err)
 			}
 			if len(want) < 3 {

@@ -24,36 +24,20 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"gopkg.in/yaml.v3"
 
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
-// syncBuffer collects logs; they are printed only when a test fails, and
-// goroutines that log after the test ended cannot make t.Log panic.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// testLogger logs into a buffer that is printed only when the test fails,
+// so that goroutines that log after the test ended cannot make t.Log panic.
 func testLogger(t testing.TB) *slog.Logger {
 	l, _ := testLogs(t)
 	return l
 }
 
 // testLogs is testLogger with the buffer, for tests that read the logs.
-func testLogs(t testing.TB) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogs(t testing.TB) (*slog.Logger, *otlptest.LogBuffer) {
+	buf := &otlptest.LogBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", buf.String())

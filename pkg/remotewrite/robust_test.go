@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -174,7 +175,7 @@ remote_write:
 	}
 	for i := range 3 {
 		flaky.reset()
-		var logs syncBuffer
+		var logs otlptest.LogBuffer
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dataDir)
 		cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -50,7 +50,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // TSDB is what the Writer needs of a tenant's store (*store.Store).
@@ -268,11 +268,11 @@ func Open(cfgs Config, tenant string, db TSDB, opts Options) (*Writer, error) {
 }
 
 // tenantConfig copies an endpoint's config for one tenant.
-func tenantConfig(rw *config.RemoteWriteConfig, tenant string) *config.RemoteWriteConfig {
+func tenantConfig(rw *config.RemoteWriteConfig, tenantID string) *config.RemoteWriteConfig {
 	c := *rw
 	c.Name = endpointName(rw)
 	c.Headers = maps.Clone(rw.Headers)
-	if tenant != store.DefaultTenant {
+	if tenantID != tenant.Default {
 		set := false
 		for h := range c.Headers {
 			set = set || strings.EqualFold(h, "X-Scope-OrgID")
@@ -281,7 +281,7 @@ func tenantConfig(rw *config.RemoteWriteConfig, tenant string) *config.RemoteWri
 			if c.Headers == nil {
 				c.Headers = map[string]string{}
 			}
-			c.Headers["X-Scope-OrgID"] = tenant
+			c.Headers["X-Scope-OrgID"] = tenantID
 		}
 	}
 	// Prometheus takes metadata from its scrape manager, which Spangraph

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // TestHeadersAndAuth: credentials and headers as configured, X-Scope-OrgID
@@ -111,9 +111,9 @@ func TestDefaultTenantHasNoOrgID(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg[0].QueueConfig.BatchSendDeadline = 100 * 1e6
-	e := &fakeEngine{st: openStore(t, t.TempDir(), store.DefaultTenant), series: 1}
+	e := &fakeEngine{st: openStore(t, t.TempDir(), tenant.Default), series: 1}
 	t.Cleanup(func() { _ = e.st.Close() })
-	w := startWriter(t, cfg, store.DefaultTenant, e)
+	w := startWriter(t, cfg, tenant.Default, e)
 	waitLive(t, w, 5*time.Second)
 	e.collect(t)
 	waitFor(t, "a request", 5*time.Second, func() bool { _, ok := rec.last("/default"); return ok })

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/spangraph/spangraph/pkg/api"
 	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/query"
@@ -73,14 +74,14 @@ func (s *Server) Close() error { return s.srv.Close() }
 //   - /: a page of links for a person with a browser.
 func Handler(eng *engine.Engine, q *query.Querier) http.Handler {
 	a := eng.Authenticator()
-	api := query.NewAPI(q, func(r *http.Request) (string, error) {
+	promAPI := api.New(q, func(r *http.Request) (string, error) {
 		if t, ok := auth.TenantFrom(r.Context()); ok {
 			return t, nil
 		}
 		return "", errors.New("no tenant in the request context")
 	})
 	mux := http.NewServeMux()
-	mux.Handle("/api/v1/", readerAuth(a, api))
+	mux.Handle("/api/v1/", readerAuth(a, promAPI))
 	mux.Handle("/metrics", a.OperatorMiddleware(promhttp.Handler()))
 	// Profiles, as Prometheus serves them, for performance work in place.
 	mux.Handle("/debug/pprof/", a.OperatorMiddleware(http.HandlerFunc(pprof.Index)))
@@ -121,7 +122,7 @@ func readerAuth(a *auth.Authenticator, next http.Handler) http.Handler {
 			case http.StatusForbidden:
 				typ = query.ErrorForbidden
 			}
-			query.WriteError(w, &query.Error{Type: typ, Err: err})
+			api.WriteError(w, &query.Error{Type: typ, Err: err})
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), tenant)))

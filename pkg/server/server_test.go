@@ -7,19 +7,19 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/query"
 )
 
 // start runs an engine with cfgEdit applied and its read API on a
 // loopback port, and returns the API's base URL and the log.
-func start(t *testing.T, cfgEdit func(*config.Config)) (string, *lockedLog) {
+func start(t *testing.T, cfgEdit func(*config.Config)) (string, *otlptest.LogBuffer) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
@@ -27,7 +27,7 @@ func start(t *testing.T, cfgEdit func(*config.Config)) (string, *lockedLog) {
 	if cfgEdit != nil {
 		cfgEdit(&cfg)
 	}
-	log := &lockedLog{}
+	log := &otlptest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(log, nil))
 	eng, err := engine.New(cfg, logger, nil)
 	if err != nil {
@@ -47,24 +47,6 @@ func start(t *testing.T, cfgEdit func(*config.Config)) (string, *lockedLog) {
 		eng.Stop(ctx)
 	})
 	return "http://" + srv.Addr(), log
-}
-
-// lockedLog is a log the engine's goroutines write while the test reads.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func get(t *testing.T, url string, h map[string]string) (*http.Response, string) {

@@ -10,6 +10,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 )
 
@@ -18,11 +19,11 @@ const pairsPerBatch = 100
 // httpAttrs are the attributes of a typical instrumented HTTP span.
 func httpAttrs(kind string) []*commonpb.KeyValue {
 	return []*commonpb.KeyValue{
-		str("http.request.method", "POST"), str("http.route", "/checkout"),
-		intAttr("http.response.status_code", 200), str("url.scheme", "https"),
-		str("url.path", "/checkout"), str("server.address", "checkout.internal"),
-		intAttr("server.port", 8443), str("network.protocol.version", "1.1"),
-		str("user_agent.original", "Mozilla/5.0"), str("span.origin", kind),
+		otlptest.Str("http.request.method", "POST"), otlptest.Str("http.route", "/checkout"),
+		otlptest.Int("http.response.status_code", 200), otlptest.Str("url.scheme", "https"),
+		otlptest.Str("url.path", "/checkout"), otlptest.Str("server.address", "checkout.internal"),
+		otlptest.Int("server.port", 8443), otlptest.Str("network.protocol.version", "1.1"),
+		otlptest.Str("user_agent.original", "Mozilla/5.0"), otlptest.Str("span.origin", kind),
 	}
 }
 
@@ -42,7 +43,7 @@ func pairBatches(b testing.TB, first uint64, dims bool) (one, clients, servers *
 	}
 	var attrs []*commonpb.KeyValue
 	if dims {
-		attrs = []*commonpb.KeyValue{str("env", "prod")}
+		attrs = []*commonpb.KeyValue{otlptest.Str("env", "prod")}
 	}
 	fe := res{service: "frontend", attrs: attrs, spans: cs}
 	co := res{service: "checkout", attrs: attrs, spans: ss}
@@ -157,7 +158,7 @@ func clientBatch(b testing.TB, n int, peer bool) *otlp.Batch {
 	for i := range spans {
 		spans[i] = client(0)
 		if peer {
-			spans[i].attrs = []*commonpb.KeyValue{str("peer.service", "stripe")}
+			spans[i].attrs = []*commonpb.KeyValue{otlptest.Str("peer.service", "stripe")}
 		}
 	}
 	return makeBatch(b, res{service: "frontend", spans: spans})

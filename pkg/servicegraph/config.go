@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spangraph/spangraph/pkg/processor"
 	"github.com/spangraph/spangraph/pkg/spanfilter"
-	"github.com/spangraph/spangraph/pkg/spanmetrics"
 )
 
 // DefaultMaxItems bounds the edge store by memory rather than by a round
@@ -107,7 +107,7 @@ func (c *Config) Validate(prefix string) error {
 	if c.MaxItems <= 0 || c.MaxItems > maxItemsLimit {
 		return fmt.Errorf("%s.max_items: must be between 1 and %d, got %d", prefix, maxItemsLimit, c.MaxItems)
 	}
-	if err := spanmetrics.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
+	if err := processor.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
 		return err
 	}
 	for _, list := range []struct {
@@ -159,15 +159,15 @@ func (c *Config) labelNames() ([]string, error) {
 	}
 	for _, d := range c.Dimensions {
 		if c.EnableClientServerPrefix {
-			if err := add(d, spanmetrics.SanitizeLabelName("client_"+d, reserved)); err != nil {
+			if err := add(d, processor.SanitizeLabelName("client_"+d, reserved)); err != nil {
 				return nil, err
 			}
-			if err := add(d, spanmetrics.SanitizeLabelName("server_"+d, reserved)); err != nil {
+			if err := add(d, processor.SanitizeLabelName("server_"+d, reserved)); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		if err := add(d, spanmetrics.SanitizeLabelName(d, reserved)); err != nil {
+		if err := add(d, processor.SanitizeLabelName(d, reserved)); err != nil {
 			return nil, err
 		}
 	}

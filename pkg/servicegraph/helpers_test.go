@@ -1,7 +1,6 @@
 package servicegraph
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -11,13 +10,11 @@ import (
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/registry/registrytest"
 )
@@ -104,46 +101,21 @@ type res struct {
 
 const base = uint64(1_700_000_000) * 1e9
 
-func str(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-}
-
-func intAttr(k string, v int64) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
-}
-
-func dbl(k string, v float64) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v}}}
-}
-
-func traceID(n uint64) []byte {
-	b := make([]byte, 16)
-	binary.BigEndian.PutUint64(b[:8], 0xabcdef)
-	binary.BigEndian.PutUint64(b[8:], n)
-	return b
-}
-
-func spanID(n uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, n)
-	return b
-}
-
 // makeBatch encodes the resources as an OTLP request and decodes it the
 // way the receiver does.
 func makeBatch(t testing.TB, rr ...res) *otlp.Batch {
 	t.Helper()
-	req := &coltracepb.ExportTraceServiceRequest{}
+	req := otlptest.Request()
 	for _, r := range rr {
 		attrs := r.attrs
 		if r.service != "" {
-			attrs = append([]*commonpb.KeyValue{str("service.name", r.service)}, attrs...)
+			attrs = append([]*commonpb.KeyValue{otlptest.Str("service.name", r.service)}, attrs...)
 		}
 		var spans []*tracepb.Span
 		for _, s := range r.spans {
 			ps := &tracepb.Span{
-				TraceId:           traceID(s.trace),
-				SpanId:            spanID(s.id),
+				TraceId:           otlptest.TraceID(s.trace),
+				SpanId:            otlptest.SpanID(s.id),
 				Name:              s.name,
 				Kind:              tracepb.Span_SpanKind(s.kind),
 				StartTimeUnixNano: base + uint64(s.start),
@@ -152,27 +124,16 @@ func makeBatch(t testing.TB, rr ...res) *otlp.Batch {
 				TraceState:        s.traceState,
 			}
 			if s.parent != 0 {
-				ps.ParentSpanId = spanID(s.parent)
+				ps.ParentSpanId = otlptest.SpanID(s.parent)
 			}
 			if s.err {
 				ps.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 			}
 			spans = append(spans, ps)
 		}
-		req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{
-			Resource:   &resourcepb.Resource{Attributes: attrs},
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-		})
+		req.ResourceSpans = append(req.ResourceSpans, otlptest.Resource(attrs, spans...))
 	}
-	data, err := proto.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := new(otlp.Batch)
-	if err := b.DecodeProto(data); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return otlptest.Batch(t, req)
 }
 
 // Spans of a typical call: the client span (id 1) spans 0–100 ms, the

@@ -37,7 +37,7 @@ import (
 
 // The flags byte uses flagFailed and flagRoot. A half edge's call site
 // is not saved: its hash is seeded per process, so restored half edges
-// settle as before but teach the site table nothing.
+// settle like any other but teach the site table nothing.
 const (
 	pendingMagic   = "SGPE"
 	pendingVersion = 1

@@ -9,6 +9,7 @@ import (
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 )
 
@@ -25,11 +26,11 @@ func TestPendingSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	route := str("http.route", "/pay")
-	before.Push(makeBatch(t, res{service: "fe", attrs: []*commonpb.KeyValue{str("env", "prod")}, spans: []sp{
+	route := otlptest.Str("http.route", "/pay")
+	before.Push(makeBatch(t, res{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("env", "prod")}, spans: []sp{
 		client(1, route),
 		with(client(2, route), func(s *sp) { s.err = true }),
-		client(3, str("peer.service", "stripe")), // will wait out its wait
+		client(3, otlptest.Str("peer.service", "stripe")), // will wait out its wait
 	}}))
 	clock.Advance(5 * time.Second)
 	before.Push(makeBatch(t, res{service: "be", spans: []sp{server(4)}})) // client 4 never comes

@@ -25,6 +25,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/budget"
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/processor"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/spanfilter"
 )
@@ -80,7 +81,7 @@ type Processor struct {
 	now    func() time.Time
 	wait   int64 // ns
 	filter *spanfilter.Filter
-	dims   *otlp.Dimensions
+	dims   *processor.Dimensions
 	nDims  int
 	// nValues is the number of label values of an edge series; vnodePos
 	// is the position of virtual_node among them, -1 when off.
@@ -126,7 +127,7 @@ func New(cfg Config, reg *registry.Registry, opts Options) (*Processor, error) {
 		now:      opts.Now,
 		wait:     int64(cfg.Wait),
 		filter:   filter,
-		dims:     otlp.NewDimensions(cfg.Dimensions),
+		dims:     processor.NewDimensions(cfg.Dimensions),
 		nDims:    len(cfg.Dimensions),
 		nValues:  len(names),
 		vnodePos: -1,
@@ -223,7 +224,7 @@ func (p *Processor) Stats() Stats {
 type state struct {
 	vals  []string // label values of an edge series
 	sides []string // client, server: labels of unpaired and dropped spans
-	res   otlp.ResolvedDims
+	res   processor.ResolvedDims
 	text  []byte
 	// cur holds the dimension values of the span at hand, other those of
 	// the half edge it completes, none empty values for a side not seen.
@@ -369,7 +370,7 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 			service: service,
 			start:   s.Start,
 			end:     s.End,
-			weight:  otlp.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s),
+			weight:  processor.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s),
 			kind:    s.Kind,
 			failed:  s.StatusCode == otlp.StatusError,
 			root:    !s.HasParent(),

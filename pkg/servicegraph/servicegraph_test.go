@@ -15,6 +15,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/spanfilter"
 )
@@ -87,7 +88,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "half edge alone waits",
-			pushes: [][]res{{fe(client(1, str("peer.service", "x")))}, {be(server(2))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("peer.service", "x")))}, {be(server(2))}},
 			want:   map[string]series{},
 			stats:  Stats{Pending: 2},
 		},
@@ -104,7 +105,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:    "database by db.system, named by peer.service",
-			pushes:  [][]res{{fe(client(1, str("db.system", "postgresql"), str("peer.service", "pg-main"), str("server.address", "db.local")))}},
+			pushes:  [][]res{{fe(client(1, otlptest.Str("db.system", "postgresql"), otlptest.Str("peer.service", "pg-main"), otlptest.Str("server.address", "db.local")))}},
 			advance: wait, // nothing waits: the edge is complete at once
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="pg-main"}`: 1},
@@ -116,7 +117,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "database named by server.address",
-			pushes: [][]res{{fe(client(1, str("db.namespace", "orders"), str("server.address", "db.local"), str("network.peer.address", "10.0.0.1")))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("db.namespace", "orders"), otlptest.Str("server.address", "db.local"), otlptest.Str("network.peer.address", "10.0.0.1")))}},
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="db.local"}`: 1},
 				srvCount: {`{client="fe",connection_type="database",server="db.local"}`: 1},
@@ -126,7 +127,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "database named by network.peer.address:port",
-			pushes: [][]res{{fe(client(1, str("db.name", "orders"), str("network.peer.address", "10.0.0.1"), intAttr("network.peer.port", 5432)))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("db.name", "orders"), otlptest.Str("network.peer.address", "10.0.0.1"), otlptest.Int("network.peer.port", 5432)))}},
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="10.0.0.1:5432"}`: 1},
 				srvCount: {`{client="fe",connection_type="database",server="10.0.0.1:5432"}`: 1},
@@ -136,7 +137,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "database named by network.peer.address without port",
-			pushes: [][]res{{fe(client(1, str("db.name", "orders"), str("network.peer.address", "10.0.0.1")))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("db.name", "orders"), otlptest.Str("network.peer.address", "10.0.0.1")))}},
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="10.0.0.1"}`: 1},
 				srvCount: {`{client="fe",connection_type="database",server="10.0.0.1"}`: 1},
@@ -146,7 +147,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "database named by the database attribute",
-			pushes: [][]res{{fe(client(1, str("db.namespace", "orders"), str("db.system.name", "postgresql")))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("db.namespace", "orders"), otlptest.Str("db.system.name", "postgresql")))}},
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="orders"}`: 1},
 				srvCount: {`{client="fe",connection_type="database",server="orders"}`: 1},
@@ -156,7 +157,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "database attribute on the resource",
-			pushes: [][]res{{res{service: "fe", attrs: []*commonpb.KeyValue{str("db.system", "redis")}, spans: []sp{client(1)}}}},
+			pushes: [][]res{{res{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("db.system", "redis")}, spans: []sp{client(1)}}}},
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="redis"}`: 1},
 				srvCount: {`{client="fe",connection_type="database",server="redis"}`: 1},
@@ -167,7 +168,7 @@ func TestPairing(t *testing.T) {
 		{
 			name:   "database attributes are configurable",
 			cfg:    func(c *Config) { c.DatabaseNameAttributes = []string{"db.cluster"} },
-			pushes: [][]res{{fe(client(1, str("db.system", "postgresql"))), fe(client(2, str("db.cluster", "c1")))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("db.system", "postgresql"))), fe(client(2, otlptest.Str("db.cluster", "c1")))}},
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="database",server="c1"}`: 1},
 				srvCount: {`{client="fe",connection_type="database",server="c1"}`: 1},
@@ -228,7 +229,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:    "virtual server from the client's peer",
-			pushes:  [][]res{{fe(client(1, str("peer.service", "stripe")))}},
+			pushes:  [][]res{{fe(client(1, otlptest.Str("peer.service", "stripe")))}},
 			advance: wait,
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
@@ -240,7 +241,7 @@ func TestPairing(t *testing.T) {
 		{
 			name:    "peer attributes are configurable",
 			cfg:     func(c *Config) { c.PeerAttributes = []string{"rpc.service"} },
-			pushes:  [][]res{{fe(client(1, str("peer.service", "stripe"), str("rpc.service", "billing")))}},
+			pushes:  [][]res{{fe(client(1, otlptest.Str("peer.service", "stripe"), otlptest.Str("rpc.service", "billing")))}},
 			advance: wait,
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="virtual_node",server="billing"}`: 1},
@@ -260,7 +261,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "virtual client named by the root server's peer",
-			pushes: [][]res{{be(with(server(1, str("peer.service", "mobile-app")), func(s *sp) { s.parent = 0 }))}},
+			pushes: [][]res{{be(with(server(1, otlptest.Str("peer.service", "mobile-app")), func(s *sp) { s.parent = 0 }))}},
 			want: map[string]series{
 				total:    {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
@@ -296,7 +297,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:    "failed virtual edge",
-			pushes:  [][]res{{fe(with(client(1, str("peer.service", "stripe")), func(s *sp) { s.err = true }))}},
+			pushes:  [][]res{{fe(with(client(1, otlptest.Str("peer.service", "stripe")), func(s *sp) { s.err = true }))}},
 			advance: wait,
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
@@ -316,14 +317,14 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:    "not due before wait",
-			pushes:  [][]res{{fe(client(1, str("peer.service", "stripe")))}},
+			pushes:  [][]res{{fe(client(1, otlptest.Str("peer.service", "stripe")))}},
 			advance: wait - time.Nanosecond,
 			want:    map[string]series{},
 			stats:   Stats{Pending: 1},
 		},
 		{
 			name:   "flush settles everything",
-			pushes: [][]res{{fe(client(1, str("peer.service", "stripe")), client(2)), be(with(server(3), func(s *sp) { s.parent = 0 }))}},
+			pushes: [][]res{{fe(client(1, otlptest.Str("peer.service", "stripe")), client(2)), be(with(server(3), func(s *sp) { s.parent = 0 }))}},
 			flush:  true,
 			want: map[string]series{
 				total: {
@@ -405,8 +406,8 @@ func TestPairing(t *testing.T) {
 			name: "dimensions without prefix: client's value, else server's",
 			cfg:  func(c *Config) { c.Dimensions = []string{"deployment.environment", "http.route", "region"} },
 			pushes: [][]res{{
-				res{service: "fe", attrs: []*commonpb.KeyValue{str("deployment.environment", "prod")}, spans: []sp{client(1, str("region", "eu"))}},
-				res{service: "be", attrs: []*commonpb.KeyValue{str("deployment.environment", "staging")}, spans: []sp{server(1, str("http.route", "/pay"), str("region", "us"))}},
+				res{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("deployment.environment", "prod")}, spans: []sp{client(1, otlptest.Str("region", "eu"))}},
+				res{service: "be", attrs: []*commonpb.KeyValue{otlptest.Str("deployment.environment", "staging")}, spans: []sp{server(1, otlptest.Str("http.route", "/pay"), otlptest.Str("region", "us"))}},
 			}},
 			want: map[string]series{
 				total:    {`{client="fe",deployment_environment="prod",http_route="/pay",region="eu",server="be"}`: 1},
@@ -422,8 +423,8 @@ func TestPairing(t *testing.T) {
 				c.EnableClientServerPrefix = true
 			},
 			pushes: [][]res{
-				{res{service: "be", attrs: []*commonpb.KeyValue{str("deployment.environment", "staging")}, spans: []sp{server(1, str("http.route", "/pay"))}}},
-				{res{service: "fe", attrs: []*commonpb.KeyValue{str("deployment.environment", "prod")}, spans: []sp{client(1, intAttr("deployment.environment", 7))}}},
+				{res{service: "be", attrs: []*commonpb.KeyValue{otlptest.Str("deployment.environment", "staging")}, spans: []sp{server(1, otlptest.Str("http.route", "/pay"))}}},
+				{res{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("deployment.environment", "prod")}, spans: []sp{client(1, otlptest.Int("deployment.environment", 7))}}},
 			},
 			want: map[string]series{
 				total:    {`{client="fe",client_deployment_environment="prod",server="be",server_deployment_environment="staging",server_http_route="/pay"}`: 1},
@@ -435,7 +436,7 @@ func TestPairing(t *testing.T) {
 		{
 			name:   "non-string dimension values become text",
 			cfg:    func(c *Config) { c.Dimensions = []string{"http.status_code"} },
-			pushes: [][]res{{fe(client(1, intAttr("http.status_code", 503))), be(server(1))}},
+			pushes: [][]res{{fe(client(1, otlptest.Int("http.status_code", 503))), be(server(1))}},
 			want: map[string]series{
 				total:    {`{client="fe",http_status_code="503",server="be"}`: 1},
 				srvCount: {`{client="fe",http_status_code="503",server="be"}`: 1},
@@ -446,7 +447,7 @@ func TestPairing(t *testing.T) {
 		{
 			name:   "non-string dimension values of several spans in one push stay apart",
 			cfg:    func(c *Config) { c.Dimensions = []string{"http.status_code"} },
-			pushes: [][]res{{fe(client(1, intAttr("http.status_code", 503)), client(2, intAttr("http.status_code", 200))), be(server(2), server(1))}},
+			pushes: [][]res{{fe(client(1, otlptest.Int("http.status_code", 503)), client(2, otlptest.Int("http.status_code", 200))), be(server(2), server(1))}},
 			want: map[string]series{
 				total: {
 					`{client="fe",http_status_code="503",server="be"}`: 1,
@@ -471,7 +472,7 @@ func TestPairing(t *testing.T) {
 				c.EnableClientServerPrefix = true
 			},
 			pushes: [][]res{{
-				fe(client(1, str("env", "prod")), client(2, str("peer.service", "stripe"))),
+				fe(client(1, otlptest.Str("env", "prod")), client(2, otlptest.Str("peer.service", "stripe"))),
 				be(server(1), with(server(3), func(s *sp) { s.parent = 0 })),
 			}},
 			advance: wait,
@@ -513,8 +514,8 @@ func TestPairing(t *testing.T) {
 			name: "span multiplier attribute and tracestate",
 			cfg:  func(c *Config) { c.SpanMultiplierKey = "sampling.multiplier" },
 			pushes: [][]res{{
-				fe(client(1, dbl("sampling.multiplier", 10)), with(client(2), func(s *sp) { s.traceState = "ot=th:8" })),
-				be(server(1, dbl("sampling.multiplier", 10)), with(server(2), func(s *sp) { s.traceState = "ot=th:8" })),
+				fe(client(1, otlptest.Float("sampling.multiplier", 10)), with(client(2), func(s *sp) { s.traceState = "ot=th:8" })),
+				be(server(1, otlptest.Float("sampling.multiplier", 10)), with(server(2), func(s *sp) { s.traceState = "ot=th:8" })),
 			}},
 			want: map[string]series{
 				total:    {feBe: 12},
@@ -525,7 +526,7 @@ func TestPairing(t *testing.T) {
 		},
 		{
 			name:   "span multiplier attribute off by default",
-			pushes: [][]res{{fe(client(1, dbl("sampling.multiplier", 10))), be(server(1))}},
+			pushes: [][]res{{fe(client(1, otlptest.Float("sampling.multiplier", 10))), be(server(1))}},
 			want:   paired,
 			stats:  Stats{Completed: 1},
 		},
@@ -600,7 +601,7 @@ func TestExpiryFollowsTheClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	fe := func(trace uint64) *otlp.Batch {
-		return makeBatch(t, res{service: "fe", spans: []sp{client(trace, str("peer.service", "stripe"))}})
+		return makeBatch(t, res{service: "fe", spans: []sp{client(trace, otlptest.Str("peer.service", "stripe"))}})
 	}
 	p.Push(fe(1))
 	clock.Advance(4 * time.Second)
@@ -638,7 +639,7 @@ func TestExemplarsCarryTheTraceID(t *testing.T) {
 	}
 	p.Push(makeBatch(t, res{service: "fe", spans: []sp{client(42)}}, res{service: "be", spans: []sp{server(42)}}))
 	got := collect(t, reg)
-	want := hex.EncodeToString(traceID(42))
+	want := hex.EncodeToString(otlptest.TraceID(42))
 	n := 0
 	for _, e := range got.exemplars {
 		if tid := e.Exemplar.Labels.Get("trace_id"); tid != want {
@@ -661,7 +662,7 @@ func TestBatchReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := makeBatch(t, res{service: "frontend", attrs: []*commonpb.KeyValue{str("env", "prod")}, spans: []sp{client(1, str("peer.service", "stripe"))}})
+	b := makeBatch(t, res{service: "frontend", attrs: []*commonpb.KeyValue{otlptest.Str("env", "prod")}, spans: []sp{client(1, otlptest.Str("peer.service", "stripe"))}})
 	p.Push(b)
 	for ri := range b.Resources {
 		for i := range b.Resources[ri].Attributes {
@@ -715,7 +716,7 @@ func TestConcurrentPushes(t *testing.T) {
 					cs = append(cs, client(uint64(tr)))
 				}
 				if tr%workers == (w+1)%workers {
-					ss = append(ss, server(uint64(tr), str("env", "prod")))
+					ss = append(ss, server(uint64(tr), otlptest.Str("env", "prod")))
 				}
 			}
 			batches[w] = append(batches[w], makeBatch(t, res{service: "fe", spans: cs}, res{service: "be", spans: ss}))
@@ -864,7 +865,7 @@ func TestDimensionNamedLikeAnIntrinsic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Push(makeBatch(t, res{service: "fe", spans: []sp{client(1, str("client", "ios"))}}, res{service: "be", spans: []sp{server(1)}}))
+	p.Push(makeBatch(t, res{service: "fe", spans: []sp{client(1, otlptest.Str("client", "ios"))}}, res{service: "be", spans: []sp{server(1)}}))
 	checkSeries(t, collect(t, reg), map[string]series{
 		total:    {`{__client="ios",client="fe",server="be"}`: 1},
 		srvCount: {`{__client="ios",client="fe",server="be"}`: 1},
@@ -910,7 +911,7 @@ func TestSlotsAreRecycled(t *testing.T) {
 		var cs, ss []sp
 		for i := 0; i < 300; i++ {
 			tr := uint64(round*1000 + i)
-			cs = append(cs, client(tr, str("peer.service", "ext")))
+			cs = append(cs, client(tr, otlptest.Str("peer.service", "ext")))
 			if i%3 == 0 {
 				ss = append(ss, server(tr))
 			}
@@ -946,7 +947,7 @@ func TestShardSpread(t *testing.T) {
 		for n := uint64(0); n < perShard<<bits; n++ {
 			var id [16]byte
 			if name == "counter in the low bytes" {
-				copy(id[:], traceID(n))
+				copy(id[:], otlptest.TraceID(n))
 			} else {
 				binary.BigEndian.PutUint64(id[:8], n)
 			}

@@ -26,7 +26,7 @@ import (
 // It stops being silent when
 //   - a server or consumer span arrives from a service of the name its
 //     peer attribute gives (the peer started reporting), or
-//   - its probe pairs: one span per wait still waits as before, so a peer
+//   - its probe pairs: one span per wait still waits, as for any peer, so a peer
 //     known only by its address that starts reporting pairs again within
 //     one wait.
 //

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/budget"
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 )
 
@@ -24,11 +25,11 @@ func silentCalls(t testing.TB, first uint64, n int, kind otlp.SpanKind, attrs ..
 		s.end = time.Duration(1+i*37%300) * time.Millisecond
 		s.err = i%3 == 0
 		if i%4 == 0 {
-			s.attrs = append(s.attrs[:len(s.attrs):len(s.attrs)], dbl("sampling.multiplier", 5))
+			s.attrs = append(s.attrs[:len(s.attrs):len(s.attrs)], otlptest.Float("sampling.multiplier", 5))
 		}
 		spans = append(spans, s)
 	}
-	return []res{{service: "fe", attrs: []*commonpb.KeyValue{str("env", "prod")}, spans: spans}}
+	return []res{{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("env", "prod")}, spans: spans}}
 }
 
 // TestSilentSites: once a call site's half edges have expired silentAfter
@@ -43,9 +44,9 @@ func TestSilentSites(t *testing.T) {
 		// virtual: the site becomes virtual edges, else unpaired spans.
 		virtual bool
 	}{
-		{name: "peer named by peer.service", kind: otlp.SpanKindClient, attrs: []*commonpb.KeyValue{str("peer.service", "stripe")}, virtual: true},
-		{name: "producer to a named peer", kind: otlp.SpanKindProducer, attrs: []*commonpb.KeyValue{str("peer.service", "queue")}, virtual: true},
-		{name: "host known by server.address only", kind: otlp.SpanKindClient, attrs: []*commonpb.KeyValue{str("server.address", "api.example")}},
+		{name: "peer named by peer.service", kind: otlp.SpanKindClient, attrs: []*commonpb.KeyValue{otlptest.Str("peer.service", "stripe")}, virtual: true},
+		{name: "producer to a named peer", kind: otlp.SpanKindProducer, attrs: []*commonpb.KeyValue{otlptest.Str("peer.service", "queue")}, virtual: true},
+		{name: "host known by server.address only", kind: otlp.SpanKindClient, attrs: []*commonpb.KeyValue{otlptest.Str("server.address", "api.example")}},
 		{
 			name: "dimensions and virtual node label",
 			cfg: func(c *Config) {
@@ -54,7 +55,7 @@ func TestSilentSites(t *testing.T) {
 				c.EnableClientServerPrefix = true
 			},
 			kind:    otlp.SpanKindClient,
-			attrs:   []*commonpb.KeyValue{str("peer.service", "stripe"), str("http.route", "/pay")},
+			attrs:   []*commonpb.KeyValue{otlptest.Str("peer.service", "stripe"), otlptest.Str("http.route", "/pay")},
 			virtual: true,
 		},
 	}
@@ -144,7 +145,7 @@ func TestSilentSiteReportsAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := str("server.address", "api.example")
+	addr := otlptest.Str("server.address", "api.example")
 	silence(t, p, clock, addr) // its probe (trace 100) waits
 	// The host starts reporting: the next span pairs but is settled,
 	// the probe claimed the period.
@@ -186,10 +187,10 @@ func TestSilentSiteServerSpanOfPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	silence(t, p, clock, str("peer.service", "stripe"))
+	silence(t, p, clock, otlptest.Str("peer.service", "stripe"))
 	p.Push(makeBatch(t, res{service: "stripe", spans: []sp{server(50)}}))
 	before := p.Stats()
-	p.Push(makeBatch(t, silentCalls(t, 500, 5, otlp.SpanKindClient, str("peer.service", "stripe"))...))
+	p.Push(makeBatch(t, silentCalls(t, 500, 5, otlp.SpanKindClient, otlptest.Str("peer.service", "stripe"))...))
 	st := p.Stats()
 	if st.Silent != before.Silent || st.Pending != before.Pending+5 {
 		t.Errorf("after a span of stripe: %+v, before %+v; want the 5 spans to wait", st, before)
@@ -240,7 +241,7 @@ func TestSiteTableBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stripe := str("peer.service", "stripe")
+	stripe := otlptest.Str("peer.service", "stripe")
 	silence(t, p, clock, stripe)
 	batch := clientBatch(t, 1000, false)
 	spans := batch.Resources[0].Spans
@@ -352,7 +353,7 @@ func TestStoreShrinksAfterBurst(t *testing.T) {
 	fillClients(p, batch, &next, 200_000)
 	clock.Advance(cfg.Wait / 2)
 	// These wait on across the compaction, then pair.
-	p.Push(makeBatch(t, res{service: "fe", attrs: []*commonpb.KeyValue{str("env", "prod")}, spans: []sp{client(1 << 40), client(2 << 40), client(3 << 40)}}))
+	p.Push(makeBatch(t, res{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("env", "prod")}, spans: []sp{client(1 << 40), client(2 << 40), client(3 << 40)}}))
 	clock.Advance(cfg.Wait / 2)
 	p.Expire()
 	for i := range p.shards {

@@ -5,25 +5,16 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/spangraph/spangraph/pkg/loadgen"
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 )
 
 // benchBatch decodes a realistic request: 100 shop traces, ~20 spans each.
 func benchBatch(b *testing.B) *otlp.Batch {
 	gen := loadgen.NewGenerator(loadgen.Shop(10, rand.New(rand.NewPCG(1, 2))), 1)
-	body, err := proto.Marshal(gen.Request(100, time.Now()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	batch := otlp.GetBatch()
-	if err := batch.DecodeProto(body); err != nil {
-		b.Fatal(err)
-	}
-	return batch
+	return otlptest.Batch(b, gen.Request(100, time.Now()))
 }
 
 // BenchmarkPush measures the processor per span in steady state: every

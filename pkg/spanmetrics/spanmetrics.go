@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/processor"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/spanfilter"
 )
@@ -97,7 +98,7 @@ func DefaultConfig() Config {
 type Processor struct {
 	cfg    Config
 	filter *spanfilter.Filter
-	dims   *otlp.Dimensions
+	dims   *processor.Dimensions
 
 	// Positions of the optional labels in a series' values; -1 when off.
 	posService, posName, posKind, posStatus, posMessage, posDims, posMappings, posJob, posInstance int
@@ -143,13 +144,13 @@ func New(cfg Config, reg *registry.Registry) (*Processor, error) {
 	for _, m := range cfg.DimensionMappings {
 		keys = append(keys, m.SourceLabel...)
 	}
-	p.dims = otlp.NewDimensions(keys)
+	p.dims = processor.NewDimensions(keys)
 	for _, d := range cfg.Dimensions {
-		names = append(names, SanitizeLabelName(d, intrinsics))
+		names = append(names, processor.SanitizeLabelName(d, intrinsics))
 	}
 	p.posMappings = len(names)
 	for _, m := range cfg.DimensionMappings {
-		names = append(names, SanitizeLabelName(m.Name, intrinsics))
+		names = append(names, processor.SanitizeLabelName(m.Name, intrinsics))
 	}
 	p.posJob = slot(cfg.EnableTargetInfo, LabelJob)
 	p.posInstance = slot(cfg.EnableTargetInfo, LabelInstance)
@@ -168,7 +169,7 @@ func New(cfg Config, reg *registry.Registry) (*Processor, error) {
 
 // Validate checks the config; errors name the key under prefix.
 func (c *Config) Validate(prefix string) error {
-	if err := ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
+	if err := processor.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
 		return err
 	}
 	for i, d := range c.Dimensions {
@@ -187,26 +188,10 @@ func (c *Config) Validate(prefix string) error {
 	return nil
 }
 
-// ValidateBuckets checks that bounds are finite, positive and ascending.
-func ValidateBuckets(key string, bounds []float64) error {
-	if len(bounds) == 0 {
-		return fmt.Errorf("%s: at least one bucket bound is required", key)
-	}
-	for i, b := range bounds {
-		if b != b || b <= 0 || b > 1e12 {
-			return fmt.Errorf("%s[%d]: %v is not a positive finite number", key, i, b)
-		}
-		if i > 0 && b <= bounds[i-1] {
-			return fmt.Errorf("%s[%d]: bounds must be strictly ascending (%v after %v)", key, i, b, bounds[i-1])
-		}
-	}
-	return nil
-}
-
 // state is the per-goroutine scratch space of Push.
 type state struct {
 	values []string
-	res    otlp.ResolvedDims
+	res    processor.ResolvedDims
 	text   []byte
 	info   []string
 }
@@ -251,7 +236,7 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans) {
 		st.text = p.dims.ResolveSpan(&st.res, s.Attributes, st.text[:0])
 		p.fillSpan(st, s)
 		lv := registry.MakeLabelValues(vals)
-		w := otlp.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s)
+		w := processor.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s)
 		latency := 0.0
 		if s.End > s.Start {
 			latency = float64(s.End-s.Start) / 1e9
@@ -305,7 +290,7 @@ func (p *Processor) pushTargetInfo(st *state, attrs []otlp.KeyValue, service str
 			continue
 		}
 		if text := kv.Value.Text(); text != "" {
-			info = append(info, SanitizeLabelName(kv.Key, []string{LabelJob, LabelInstance}), text)
+			info = append(info, processor.SanitizeLabelName(kv.Key, []string{LabelJob, LabelInstance}), text)
 		}
 	}
 	if len(info) > 0 && (job != "" || instance != "") {
@@ -314,26 +299,4 @@ func (p *Processor) pushTargetInfo(st *state, attrs []otlp.KeyValue, service str
 	}
 	st.info = info
 	return job, instance
-}
-
-// SanitizeLabelName turns an attribute name into a Prometheus label name:
-// every character outside [a-zA-Z0-9_] becomes _, a leading digit gets a
-// _ in front, and a name equal to one of reserved gets a __ prefix.
-func SanitizeLabelName(name string, reserved []string) string {
-	b := []byte(name)
-	for i, c := range b {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			b[i] = '_'
-		}
-	}
-	out := string(b)
-	if len(out) > 0 && out[0] >= '0' && out[0] <= '9' {
-		out = "_" + out
-	}
-	for _, r := range reserved {
-		if out == r {
-			return "__" + out
-		}
-	}
-	return out
 }

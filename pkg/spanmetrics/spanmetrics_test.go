@@ -1,49 +1,28 @@
 package spanmetrics
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/registry/registrytest"
 	"github.com/spangraph/spangraph/pkg/spanfilter"
 )
 
-func str(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-}
-
-func num(k string, v int64) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v}}}
-}
-
-func dbl(k string, v float64) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v}}}
-}
-
 var end = time.Unix(1_700_000_000, 0)
 
-// span makes a span of duration d ending at end.
+// span makes a span of duration d ending at end, whose status is code
+// with the message "boom".
 func span(name string, kind tracepb.Span_SpanKind, d time.Duration, code tracepb.Status_StatusCode, attrs ...*commonpb.KeyValue) *tracepb.Span {
-	return &tracepb.Span{
-		TraceId: bytes.Repeat([]byte{1}, 16), SpanId: bytes.Repeat([]byte{2}, 8),
-		Name: name, Kind: kind, Attributes: attrs,
-		StartTimeUnixNano: uint64(end.Add(-d).UnixNano()), EndTimeUnixNano: uint64(end.UnixNano()),
-		Status: &tracepb.Status{Code: code, Message: "boom"},
-	}
-}
-
-func resource(attrs []*commonpb.KeyValue, spans ...*tracepb.Span) *tracepb.ResourceSpans {
-	return &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: attrs}, ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}
+	s := otlptest.Span(1, name, kind, end, d, attrs...)
+	s.Status = &tracepb.Status{Code: code, Message: "boom"}
+	return s
 }
 
 // run pushes the resources through a processor built from cfg and returns
@@ -55,15 +34,8 @@ func run(t *testing.T, cfg Config, rss ...*tracepb.ResourceSpans) map[string]flo
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: rss})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := otlp.GetBatch()
+	b := otlptest.Batch(t, otlptest.Request(rss...))
 	defer b.Release()
-	if err := b.DecodeProto(append(b.Buffer(), body...)); err != nil {
-		t.Fatal(err)
-	}
 	p.Push(b)
 	series, _ := registrytest.Collect(reg, time.Now())
 	return series
@@ -77,7 +49,7 @@ const (
 )
 
 func TestSpanMetrics(t *testing.T) {
-	svc := []*commonpb.KeyValue{str("service.name", "checkout"), str("deployment.environment", "prod")}
+	svc := []*commonpb.KeyValue{otlptest.Str("service.name", "checkout"), otlptest.Str("deployment.environment", "prod")}
 	tests := []struct {
 		name string
 		cfg  func(*Config)
@@ -86,7 +58,7 @@ func TestSpanMetrics(t *testing.T) {
 		none []string           // label sets that must not appear
 	}{{
 		name: "intrinsic labels and values",
-		rss: []*tracepb.ResourceSpans{resource(svc,
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc,
 			span("GET /", server, 3*time.Millisecond, unset),
 			span("GET /", server, 10*time.Millisecond, unset),
 			span("GET /", server, time.Second, failed),
@@ -110,16 +82,16 @@ func TestSpanMetrics(t *testing.T) {
 		cfg: func(c *Config) {
 			c.Dimensions = []string{"deployment.environment", "http.status_code", "service", "ratio"}
 		},
-		rss: []*tracepb.ResourceSpans{resource(svc,
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc,
 			span("GET /", server, time.Millisecond, unset,
-				str("deployment.environment", "ignored: the resource wins"), num("http.status_code", 200), str("service", "x"), dbl("ratio", 0.5)))},
+				otlptest.Str("deployment.environment", "ignored: the resource wins"), otlptest.Int("http.status_code", 200), otlptest.Str("service", "x"), otlptest.Float("ratio", 0.5)))},
 		want: map[string]float64{
 			`{__name__="traces_spanmetrics_calls_total", __service="x", deployment_environment="prod", http_status_code="200", ratio="0.5", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`: 1,
 		},
 	}, {
 		name: "missing dimension drops the label",
 		cfg:  func(c *Config) { c.Dimensions = []string{"http.route"} },
-		rss:  []*tracepb.ResourceSpans{resource(svc, span("GET /", server, time.Millisecond, unset))},
+		rss:  []*tracepb.ResourceSpans{otlptest.Resource(svc, span("GET /", server, time.Millisecond, unset))},
 		want: map[string]float64{
 			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`: 1,
 		},
@@ -128,7 +100,7 @@ func TestSpanMetrics(t *testing.T) {
 		cfg: func(c *Config) {
 			c.DimensionMappings = []DimensionMapping{{Name: "route", SourceLabel: []string{"http.method", "http.missing", "http.route"}, Join: " "}}
 		},
-		rss: []*tracepb.ResourceSpans{resource(svc, span("x", server, time.Millisecond, unset, str("http.method", "GET"), str("http.route", "/cart")))},
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc, span("x", server, time.Millisecond, unset, otlptest.Str("http.method", "GET"), otlptest.Str("http.route", "/cart")))},
 		want: map[string]float64{
 			`{__name__="traces_spanmetrics_calls_total", route="GET /cart", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="x", status_code="STATUS_CODE_UNSET"}`: 1,
 		},
@@ -137,7 +109,7 @@ func TestSpanMetrics(t *testing.T) {
 		cfg: func(c *Config) {
 			c.IntrinsicDimensions = IntrinsicDimensions{Service: true, StatusMessage: true}
 		},
-		rss: []*tracepb.ResourceSpans{resource(svc, span("a", server, time.Millisecond, failed), span("b", client, time.Millisecond, failed))},
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc, span("a", server, time.Millisecond, failed), span("b", client, time.Millisecond, failed))},
 		want: map[string]float64{
 			`{__name__="traces_spanmetrics_calls_total", service="checkout", status_message="boom"}`: 2,
 		},
@@ -149,7 +121,7 @@ func TestSpanMetrics(t *testing.T) {
 				Exclude: &spanfilter.Match{MatchType: "regex", Attributes: []spanfilter.Attribute{{Key: "name", Value: "/health.*"}}},
 			}}
 		},
-		rss: []*tracepb.ResourceSpans{resource(svc,
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc,
 			span("GET /", server, time.Millisecond, unset), span("/healthz", server, time.Millisecond, unset), span("SELECT", client, time.Millisecond, unset))},
 		want: map[string]float64{
 			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="GET /", status_code="STATUS_CODE_UNSET"}`: 1,
@@ -158,8 +130,8 @@ func TestSpanMetrics(t *testing.T) {
 	}, {
 		name: "span multiplier from an attribute and from tracestate",
 		cfg:  func(c *Config) { c.SpanMultiplierKey = "sampling.weight" },
-		rss: []*tracepb.ResourceSpans{resource(svc,
-			span("weighted", server, time.Millisecond, unset, dbl("sampling.weight", 10)),
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc,
+			span("weighted", server, time.Millisecond, unset, otlptest.Float("sampling.weight", 10)),
 			func() *tracepb.Span {
 				s := span("sampled", server, time.Millisecond, unset)
 				s.TraceState = "vendor=x,ot=th:c" // kept with probability 1/4
@@ -178,7 +150,7 @@ func TestSpanMetrics(t *testing.T) {
 			c.EnableTargetInfo = true
 			c.TargetInfoExcludedDimensions = []string{"host.name"}
 		},
-		rss: []*tracepb.ResourceSpans{resource(append(svc, str("service.namespace", "shop"), str("service.instance.id", "pod-1"), str("host.name", "n1"), str("k8s.pod.name", "pod-1")),
+		rss: []*tracepb.ResourceSpans{otlptest.Resource(append(svc, otlptest.Str("service.namespace", "shop"), otlptest.Str("service.instance.id", "pod-1"), otlptest.Str("host.name", "n1"), otlptest.Str("k8s.pod.name", "pod-1")),
 			span("GET /", server, time.Millisecond, unset))},
 		want: map[string]float64{
 			`{__name__="traces_target_info", deployment_environment="prod", instance="pod-1", job="shop/checkout", k8s_pod_name="pod-1"}`:                                                              1,
@@ -187,7 +159,7 @@ func TestSpanMetrics(t *testing.T) {
 		none: []string{"host_name"},
 	}, {
 		name: "span size is counted",
-		rss:  []*tracepb.ResourceSpans{resource(svc, span("s", server, time.Millisecond, unset))},
+		rss:  []*tracepb.ResourceSpans{otlptest.Resource(svc, span("s", server, time.Millisecond, unset))},
 		want: map[string]float64{
 			`{__name__="traces_spanmetrics_size_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="s", status_code="STATUS_CODE_UNSET"}`: float64(proto.Size(span("s", server, time.Millisecond, unset))),
 		},

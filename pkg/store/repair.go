@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/fileutil"
 	"github.com/prometheus/prometheus/tsdb/wlog"
+
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // QuarantineDir is the directory under data_dir that Repair moves damaged
@@ -39,7 +41,7 @@ func (d Damage) String() string { return d.Path + " (" + d.Problem + ")" }
 // does not replay the WAL: damage inside a segment is repaired by tsdb
 // itself when it opens the store.
 func Diagnose(dataDir, tenantID string) ([]Damage, error) {
-	if err := ValidateTenant(tenantID); err != nil {
+	if err := tenant.Validate(tenantID); err != nil {
 		return nil, err
 	}
 	dir := Dir(dataDir, tenantID)
@@ -175,7 +177,7 @@ var ErrLocked = errors.New("the tenant's store is open in a running spangraph")
 // not open, and is repaired while the server runs.
 func Repair(dataDir, tenantID string, whole bool, now time.Time) (RepairResult, error) {
 	var res RepairResult
-	if err := ValidateTenant(tenantID); err != nil {
+	if err := tenant.Validate(tenantID); err != nil {
 		return res, err
 	}
 	dir := Dir(dataDir, tenantID)

@@ -14,15 +14,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grafana/dskit/tenant"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
-)
 
-// DefaultTenant is the tenant of requests that name none, as in Tempo,
-// Mimir and Loki.
-const DefaultTenant = "single-tenant"
+	"github.com/spangraph/spangraph/pkg/tenant"
+)
 
 // Options of a tenant's database.
 type Options struct {
@@ -38,16 +35,6 @@ type Store struct {
 	tenant string
 	db     *tsdb.DB
 	reg    *ownRegisterer // nil without a registerer
-}
-
-// ValidateTenant refuses ids that are not safe as directory names or as
-// X-Scope-OrgID values (dskit's rules: [a-zA-Z0-9!-_.*'()], at most 150
-// bytes, not "." or "..").
-func ValidateTenant(id string) error {
-	if id == "" {
-		return fmt.Errorf("tenant id is empty")
-	}
-	return tenant.ValidTenantID(id)
 }
 
 // Dir returns the directory of a tenant's database under dataDir.
@@ -83,7 +70,7 @@ func CheckDataDir(dataDir string) error {
 // Open opens (or creates) the database of tenantID under dataDir, replaying
 // its WAL, so that everything collected before a crash is queryable again.
 func Open(dataDir, tenantID string, opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Store, error) {
-	if err := ValidateTenant(tenantID); err != nil {
+	if err := tenant.Validate(tenantID); err != nil {
 		return nil, err
 	}
 	dir := Dir(dataDir, tenantID)
@@ -239,7 +226,7 @@ func (s *Store) HeadSeries() uint64 { return s.db.Head().NumSeries() }
 // so that a query can open a tenant that has data without creating one
 // for every id it is asked about.
 func Exists(dataDir, tenantID string) bool {
-	if ValidateTenant(tenantID) != nil {
+	if tenant.Validate(tenantID) != nil {
 		return false
 	}
 	fi, err := os.Stat(Dir(dataDir, tenantID))
@@ -258,7 +245,7 @@ func ListTenants(dataDir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		if e.IsDir() && ValidateTenant(e.Name()) == nil {
+		if e.IsDir() && tenant.Validate(e.Name()) == nil {
 			out = append(out, e.Name())
 		}
 	}

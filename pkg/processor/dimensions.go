@@ -1,10 +1,9 @@
-package otlp
+package processor
 
 import (
-	"math"
-	"strconv"
-	"strings"
 	"unsafe"
+
+	"github.com/spangraph/spangraph/pkg/otlp"
 )
 
 // Dimensions looks up a fixed list of attribute keys the way Tempo does:
@@ -35,10 +34,10 @@ func (d *Dimensions) NewResolved() ResolvedDims {
 func (r *ResolvedDims) Value(i int) string { return r.vals[i] }
 
 // ResolveResource records the values of the keys found on the resource.
-func (d *Dimensions) ResolveResource(r *ResolvedDims, attrs []KeyValue) {
+func (d *Dimensions) ResolveResource(r *ResolvedDims, attrs []otlp.KeyValue) {
 	for i, k := range d.keys {
 		r.vals[i], r.fromResource[i] = "", false
-		if v, ok := Lookup(attrs, k); ok {
+		if v, ok := otlp.Lookup(attrs, k); ok {
 			if text := v.Text(); text != "" {
 				r.vals[i], r.fromResource[i] = text, true
 			}
@@ -49,17 +48,17 @@ func (d *Dimensions) ResolveResource(r *ResolvedDims, attrs []KeyValue) {
 // ResolveSpan fills the keys the resource lacks from the span's attributes.
 // Non-string values are formatted into text, which it returns grown; the
 // values stay valid until text is reused.
-func (d *Dimensions) ResolveSpan(r *ResolvedDims, attrs []KeyValue, text []byte) []byte {
+func (d *Dimensions) ResolveSpan(r *ResolvedDims, attrs []otlp.KeyValue, text []byte) []byte {
 	for i, k := range d.keys {
 		if r.fromResource[i] {
 			continue
 		}
 		r.vals[i] = ""
-		v, ok := Lookup(attrs, k)
+		v, ok := otlp.Lookup(attrs, k)
 		if !ok {
 			continue
 		}
-		if v.Type == ValueString {
+		if v.Type == otlp.ValueString {
 			r.vals[i] = v.Str
 			continue
 		}
@@ -73,7 +72,7 @@ func (d *Dimensions) ResolveSpan(r *ResolvedDims, attrs []KeyValue, text []byte)
 // appendString formats v at the end of text and returns a string that
 // shares text's memory. If text grows, the string keeps the old array alive,
 // so it stays valid.
-func appendString(text []byte, v Value) ([]byte, string) {
+func appendString(text []byte, v otlp.Value) ([]byte, string) {
 	start := len(text)
 	text, _ = v.AppendText(text)
 	if len(text) == start {
@@ -101,73 +100,4 @@ func (r *ResolvedDims) Join(start, n int, sep string, text []byte) ([]byte, stri
 		return text, ""
 	}
 	return text, unsafe.String(&text[begin], len(text)-begin)
-}
-
-// SamplingMultiplier returns the adjusted count of a span from its W3C
-// tracestate: the "ot" member's "th" sampling threshold T (hex, up to 14
-// digits, right-padded) means the span was kept with probability
-// (2^56 - T) / 2^56, so it stands for the inverse of that many spans.
-// It returns 1 when there is no valid threshold.
-func SamplingMultiplier(tracestate string) float64 {
-	for tracestate != "" {
-		var member string
-		member, tracestate, _ = strings.Cut(tracestate, ",")
-		member = strings.TrimSpace(member)
-		ot, ok := strings.CutPrefix(member, "ot=")
-		if !ok {
-			continue
-		}
-		for ot != "" {
-			var kv string
-			kv, ot, _ = strings.Cut(ot, ";")
-			th, ok := strings.CutPrefix(kv, "th:")
-			if !ok {
-				continue
-			}
-			if th == "" || len(th) > 14 {
-				return 1
-			}
-			t, err := strconv.ParseUint(th, 16, 64)
-			if err != nil {
-				return 1
-			}
-			t <<= 4 * (14 - len(th))
-			const full = 1 << 56
-			if t >= full {
-				return 1
-			}
-			return float64(full) / float64(full-t)
-		}
-		return 1
-	}
-	return 1
-}
-
-// SpanWeight is how many spans s stands for: the numeric attribute key
-// (resource first, then span) when key is set, times the tracestate
-// sampling multiplier. Anything that is not a positive finite number
-// counts as 1.
-func SpanWeight(key string, resource []KeyValue, s *Span) float64 {
-	w := 1.0
-	if key != "" {
-		v, ok := Lookup(resource, key)
-		if !ok {
-			v, ok = Lookup(s.Attributes, key)
-		}
-		if ok {
-			switch v.Type {
-			case ValueDouble:
-				w = v.Double
-			case ValueInt:
-				w = float64(v.Int)
-			}
-		}
-	}
-	if s.TraceState != "" {
-		w *= SamplingMultiplier(s.TraceState)
-	}
-	if w <= 0 || math.IsNaN(w) || math.IsInf(w, 0) {
-		return 1
-	}
-	return w
 }

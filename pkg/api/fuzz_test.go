@@ -1,9 +1,7 @@
-package query
+package api
 
 import (
-	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/exemplar"
-	"github.com/prometheus/prometheus/model/labels"
-
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/query"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // fuzzEndpoints are the API paths FuzzPromQLQuery drives; every one takes
@@ -30,47 +26,13 @@ var fuzzEndpoints = []string{
 	"/api/v1/red",
 }
 
-// fuzzAPI is the API over a small real store (one tenant, a few span and
-// edge series with an exemplar), with a PromQL engine bounded so that no
-// input can run for long or hold much memory.
+// fuzzAPI is the API over the fixture's store, with a PromQL engine
+// bounded so that no input can run for long or hold much memory.
 func fuzzAPI(tb testing.TB) *API {
 	tb.Helper()
-	logger := slog.New(slog.DiscardHandler)
-	st, err := store.Open(tb.TempDir(), store.DefaultTenant, store.Options{Retention: time.Hour, MaxExemplars: 100}, logger, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	var all []series
-	all = append(all, edge("frontend", "checkout", "", "server", 8, 2, 0.3)...)
-	all = append(all, edge("checkout", "postgres", "database", "client", 4, 0, 0.05)...)
-	all = append(all,
-		calls("frontend", "GET /", "STATUS_CODE_UNSET", 10),
-		calls("checkout", "PlaceOrder", "STATUS_CODE_ERROR", 2),
-		latency("frontend", "GET /", "0.1", 5), latency("frontend", "GET /", "+Inf", 10),
-	)
-	app := st.Appender(context.Background())
-	for _, s := range all {
-		l := labels.FromStrings(s.labels...)
-		for ts := end.Add(-5 * time.Minute); !ts.After(end); ts = ts.Add(15 * time.Second) {
-			if _, err := app.Append(0, l, ts.UnixMilli(), s.rate*ts.Sub(end.Add(-5*time.Minute)).Seconds()); err != nil {
-				tb.Fatal(err)
-			}
-		}
-	}
-	_, err = app.AppendExemplar(0, labels.FromStrings("__name__", "traces_spanmetrics_latency_bucket", "service", "frontend", "span_name", "GET /",
-		"span_kind", "SPAN_KIND_SERVER", "status_code", "STATUS_CODE_UNSET", "le", "0.1"),
-		exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "0102"), Value: 0.05, Ts: end.UnixMilli(), HasTs: true})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := app.Commit(); err != nil {
-		tb.Fatal(err)
-	}
-	cfg := DefaultConfig()
+	cfg := query.DefaultConfig()
 	cfg.Timeout, cfg.MaxSamples = 2*time.Second, 200_000
-	q := NewQuerier(stores{store.DefaultTenant: st}, cfg, logger, nil)
-	return NewAPI(q, func(*http.Request) (string, error) { return store.DefaultTenant, nil })
+	return New(newQuerier(tb, cfg), func(*http.Request) (string, error) { return tenant.Default, nil })
 }
 
 // FuzzPromQLQuery sends random query, time, start, end, step and match[]
@@ -160,7 +122,7 @@ func checkPromResponse(t *testing.T, rec *httptest.ResponseRecorder) {
 		if want := statusFor(r.ErrorType); rec.Code != want {
 			t.Fatalf("errorType %s answered with %d, want %d: %s", r.ErrorType, rec.Code, want, body)
 		}
-		if rec.Code >= 500 && r.ErrorType != ErrorTimeout && r.ErrorType != ErrorUnavailable {
+		if rec.Code >= 500 && r.ErrorType != query.ErrorTimeout && r.ErrorType != query.ErrorUnavailable {
 			t.Fatalf("input answered with a server error %d: %s", rec.Code, body)
 		}
 	default:

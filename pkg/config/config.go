@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -58,7 +59,7 @@ type Config struct {
 	RemoteWrite remotewrite.Config `yaml:"remote_write"`
 
 	// Auth maps credentials to tenants; no tenants means X-Scope-OrgID
-	// decides, as before.
+	// decides, without authentication.
 	Auth auth.Config `yaml:"auth"`
 	// Limits are per-tenant ingestion limits; 0 = unlimited.
 	Limits limits.Config `yaml:"limits"`
@@ -211,31 +212,52 @@ func (c *Config) LoadYAML(data []byte) error {
 	return nil
 }
 
-// Flags are the command-line settings that override the file; Apply copies
-// the ones given on the command line into a Config.
+// configFlag is the flag naming a YAML file, read before the other flags
+// apply.
+const configFlag = "config"
+
+// Flags are the command-line settings that override the file, one per
+// setting plus --config; Load applies the ones given on the command line.
 type Flags struct {
-	set                *flag.FlagSet
-	ConfigFile         string
-	dataDir            string
-	otlpGRPC, otlpHTTP string
-	http               string
-	collectionInterval time.Duration
-	memoryLimit        budget.Bytes
-	remoteWriteURLs    remotewrite.URLFlag
+	set *flag.FlagSet
+	// ConfigFile is --config.
+	ConfigFile string
+	// given holds what the flags parse into; Load copies only the fields
+	// of the flags that were set, so that a flag left alone does not
+	// reset the file's value with its default.
+	given Config
+	// urls collects the repeated flags of URL-list keys, by flag name;
+	// Load turns them into the key's list.
+	urls map[string]*remotewrite.URLFlag
 }
 
-// RegisterFlags defines the flags on fs.
+// RegisterFlags defines on fs a flag for every setting, plus --config.
 func RegisterFlags(fs *flag.FlagSet) *Flags {
-	d := Default()
-	f := &Flags{set: fs}
-	fs.StringVar(&f.ConfigFile, "config", "", "YAML config file; flags override it")
-	fs.StringVar(&f.dataDir, "data-dir", d.DataDir, "directory of the embedded store (data_dir)")
-	fs.StringVar(&f.otlpGRPC, "otlp-grpc", d.OTLPGRPC, "OTLP/gRPC listen address, empty to disable (otlp_grpc)")
-	fs.StringVar(&f.otlpHTTP, "otlp-http", d.OTLPHTTP, "OTLP/HTTP listen address, empty to disable (otlp_http)")
-	fs.StringVar(&f.http, "http", d.HTTP, "Prometheus-compatible query API, /metrics and health (http)")
-	fs.DurationVar(&f.collectionInterval, "collection-interval", d.CollectionInterval, "how often series are written to the store (collection_interval)")
-	fs.Var(&f.memoryLimit, "memory-limit", "memory budget of the process, such as 2GiB (memory_limit; default a quarter of the machine's or container's memory)")
-	fs.Var(&f.remoteWriteURLs, "remote-write-url", "remote-write endpoint URL; repeatable; replaces remote_write")
+	f := &Flags{set: fs, given: Default(), urls: map[string]*remotewrite.URLFlag{}}
+	fs.StringVar(&f.ConfigFile, configFlag, "", "YAML config file; flags override it")
+	for _, s := range settings {
+		usage := s.usage + " (" + s.yaml + ")"
+		// The flag package's own kinds, so that -h names the type
+		// (duration, int, string) and shows the default.
+		switch p := s.field(&f.given).(type) {
+		case *string:
+			fs.StringVar(p, s.flag, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, s.flag, *p, usage)
+		case *int:
+			fs.IntVar(p, s.flag, *p, usage)
+		case *int64:
+			fs.Int64Var(p, s.flag, *p, usage)
+		case *budget.Bytes:
+			fs.Var(p, s.flag, usage)
+		case *remotewrite.Config:
+			u := &remotewrite.URLFlag{}
+			f.urls[s.flag] = u
+			fs.Var(u, s.flag, usage)
+		default:
+			panic(fmt.Sprintf("config: setting %s: unsupported field type %T", s.yaml, p))
+		}
+	}
 	return f
 }
 
@@ -245,30 +267,25 @@ func (f *Flags) Load() (Config, error) {
 	c := Default()
 	if f.ConfigFile != "" {
 		if err := c.LoadFile(f.ConfigFile); err != nil {
-			return c, fmt.Errorf("--config: %w", err)
+			return c, fmt.Errorf("--%s: %w", configFlag, err)
 		}
 	}
 	var err error
 	f.set.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "remote-write-url":
-			c.RemoteWrite, err = remotewrite.FromURLs(f.remoteWriteURLs)
-		case "data-dir":
-			c.DataDir = f.dataDir
-		case "otlp-grpc":
-			c.OTLPGRPC = f.otlpGRPC
-		case "otlp-http":
-			c.OTLPHTTP = f.otlpHTTP
-		case "http":
-			c.HTTP = f.http
-		case "collection-interval":
-			c.CollectionInterval = f.collectionInterval
-		case "memory-limit":
-			c.MemoryLimit = f.memoryLimit
+		s, ok := settingByFlag(fl.Name)
+		if !ok || err != nil {
+			return
 		}
+		if urls, ok := f.urls[s.flag]; ok {
+			if *s.field(&c).(*remotewrite.Config), err = remotewrite.FromURLs(*urls); err != nil {
+				err = fmt.Errorf("--%s: %w", s.flag, err)
+			}
+			return
+		}
+		reflect.ValueOf(s.field(&c)).Elem().Set(reflect.ValueOf(s.field(&f.given)).Elem())
 	})
 	if err != nil {
-		return c, fmt.Errorf("--remote-write-url: %w", err)
+		return c, err
 	}
 	return c, c.Validate()
 }

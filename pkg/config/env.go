@@ -2,13 +2,17 @@ package config
 
 import (
 	"fmt"
-	"strconv"
+	"path/filepath"
 	"strings"
-	"time"
-
-	"github.com/spangraph/spangraph/pkg/budget"
-	"github.com/spangraph/spangraph/pkg/remotewrite"
 )
+
+// PluginEnvPrefix is how Grafana passes the keys of the plugin's
+// [plugin.<id>] section of grafana.ini to the plugin process.
+const PluginEnvPrefix = "GF_PLUGIN_"
+
+// configFileEnv is the environment key naming a YAML file, the --config
+// of the environment.
+const configFileEnv = "config_file"
 
 // LoadEnv applies environment variables named prefix + an upper-cased
 // top-level scalar key (GF_PLUGIN_DATA_DIR for data_dir with prefix
@@ -28,95 +32,41 @@ func (c *Config) LoadEnv(prefix string, environ []string) error {
 		}
 		vars[strings.ToLower(strings.TrimPrefix(name, prefix))] = value
 	}
-	if path, ok := vars["config_file"]; ok && path != "" {
+	if path, ok := vars[configFileEnv]; ok && path != "" {
 		if err := c.LoadFile(path); err != nil {
-			return fmt.Errorf("%sCONFIG_FILE (config_file): %w", prefix, err)
+			return fmt.Errorf("%s%s (%s): %w", prefix, strings.ToUpper(configFileEnv), configFileEnv, err)
 		}
 	}
-	for _, key := range envKeys {
-		value, ok := vars[key]
+	for _, s := range settings {
+		value, ok := vars[s.env]
 		// An empty value is a key listed in grafana.ini without a value:
-		// the default stands, except for addresses and remote_write_url,
-		// where empty means off.
-		if !ok || (value == "" && !emptyMeansOff[key]) {
+		// the default stands, except where empty means off.
+		if !ok || (value == "" && !s.emptyMeansOff) {
 			continue
 		}
-		if err := c.setKey(key, value); err != nil {
-			return fmt.Errorf("%s%s (%s): %w", prefix, strings.ToUpper(key), key, err)
+		if err := s.set(c, value); err != nil {
+			return fmt.Errorf("%s%s (%s): %w", prefix, strings.ToUpper(s.env), s.env, err)
 		}
 	}
 	return nil
 }
 
-// envKeys are the keys LoadEnv sets, in a fixed order so that the first
-// bad one is always the one reported.
-var envKeys = []string{
-	"data_dir", "otlp_grpc", "otlp_http", "http", "collection_interval",
-	"retention", "max_exemplars", "max_tenants", "tenant_idle_timeout", "log_level", "remote_write_url", "memory_limit",
-}
-
-// emptyMeansOff are the keys whose empty value is a setting: no listener,
-// no remote-write endpoint.
-var emptyMeansOff = map[string]bool{"otlp_grpc": true, "otlp_http": true, "http": true, "remote_write_url": true}
-
-func (c *Config) setKey(key, value string) error {
-	var err error
-	switch key {
-	case "data_dir":
-		c.DataDir = value
-	case "otlp_grpc":
-		c.OTLPGRPC = value
-	case "otlp_http":
-		c.OTLPHTTP = value
-	case "http":
-		c.HTTP = value
-	case "collection_interval":
-		c.CollectionInterval, err = parseDuration(value)
-	case "retention":
-		c.Retention, err = parseDuration(value)
-	case "max_exemplars":
-		c.MaxExemplars, err = strconv.ParseInt(value, 10, 64)
-	case "max_tenants":
-		c.MaxTenants, err = strconv.Atoi(value)
-	case "tenant_idle_timeout":
-		c.TenantIdleTimeout, err = parseDuration(value)
-	case "log_level":
-		c.LogLevel = value
-	case "memory_limit":
-		var b budget.Bytes
-		b, err = budget.ParseBytes(value)
-		c.MemoryLimit = b
-	case "remote_write_url":
-		// Comma-separated URLs; empty (an unset grafana.ini key) is off.
-		var urls []string
-		for _, u := range strings.Split(value, ",") {
-			if u = strings.TrimSpace(u); u != "" {
-				urls = append(urls, u)
-			}
-		}
-		c.RemoteWrite, err = remotewrite.FromURLs(urls)
-		if err != nil {
-			return err
+// LoadPlugin builds the config of the Grafana plugin's process: defaults
+// for running inside Grafana, then GF_PLUGIN_CONFIG_FILE, then the other
+// GF_PLUGIN_* keys, then validation. Inside Grafana the data lives under
+// Grafana's data directory (GF_PATHS_DATA, which Grafana sets for its
+// plugins), and the standalone query API is off: Grafana reaches the
+// plugin through its resources.
+func LoadPlugin(environ []string) (Config, error) {
+	c := Default()
+	c.HTTP = ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GF_PATHS_DATA="); ok && v != "" {
+			c.DataDir = filepath.Join(v, "spangraph")
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("invalid value %q: %w", value, unwrapNum(err))
+	if err := c.LoadEnv(PluginEnvPrefix, environ); err != nil {
+		return c, err
 	}
-	return nil
-}
-
-func parseDuration(s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("not a duration such as 15s or 24h")
-	}
-	return d, nil
-}
-
-// unwrapNum drops strconv's repetition of the input from its errors.
-func unwrapNum(err error) error {
-	if ne, ok := err.(*strconv.NumError); ok {
-		return ne.Err
-	}
-	return err
+	return c, c.Validate()
 }

@@ -127,15 +127,13 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 	}
 	rc := cfg.Receiver
 	rc.GRPCAddr, rc.HTTPAddr = cfg.OTLPGRPC, cfg.OTLPHTTP
-	if rc.Auth, err = auth.New(cfg.Auth); err != nil {
+	if e.auth, err = auth.New(cfg.Auth); err != nil {
 		return nil, err
 	}
-	if rc.Limits, err = limits.New(cfg.Limits, cfg.Registry.StaleDuration); err != nil {
+	if e.limits, err = limits.New(cfg.Limits, cfg.Registry.StaleDuration); err != nil {
 		return nil, err
 	}
-	e.auth = rc.Auth
-	e.limits = rc.Limits
-	r, err := receiver.New(rc, e, logger.With("component", "receiver"))
+	r, err := receiver.New(rc, receiver.Access{Auth: e.auth, Limits: e.limits}, e, logger.With("component", "receiver"))
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
@@ -28,33 +26,16 @@ import (
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/query"
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // PluginID is the id in plugin.json.
 const PluginID = "seed-spangraph-datasource"
 
-// EnvPrefix is how Grafana passes the keys of [plugin.<id>] in grafana.ini
-// to the plugin process.
-const EnvPrefix = "GF_PLUGIN_"
-
-// LoadConfig builds the process settings: defaults for running inside
-// Grafana, then GF_PLUGIN_CONFIG_FILE, then the other GF_PLUGIN_* keys, then
-// validation. Inside Grafana the data lives under Grafana's data directory
-// (GF_PATHS_DATA, which Grafana sets for its plugins), and the standalone
-// query API is off: Grafana reaches the plugin through CallResource.
+// LoadConfig builds the process settings from the environment Grafana
+// gives the plugin; see config.LoadPlugin.
 func LoadConfig(environ []string) (config.Config, error) {
-	c := config.Default()
-	c.HTTP = ""
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, "GF_PATHS_DATA="); ok && v != "" {
-			c.DataDir = filepath.Join(v, "spangraph")
-		}
-	}
-	if err := c.LoadEnv(EnvPrefix, environ); err != nil {
-		return c, err
-	}
-	return c, c.Validate()
+	return config.LoadPlugin(environ)
 }
 
 // Options of a Service.
@@ -138,9 +119,9 @@ func ParseSettings(jsonData []byte) (Settings, error) {
 		}
 	}
 	if st.Tenant == "" {
-		st.Tenant = store.DefaultTenant
+		st.Tenant = tenant.Default
 	}
-	if err := store.ValidateTenant(st.Tenant); err != nil {
+	if err := tenant.Validate(st.Tenant); err != nil {
 		return st, fmt.Errorf("datasource settings: tenant %q: %w", st.Tenant, err)
 	}
 	switch st.DefaultQueryType {

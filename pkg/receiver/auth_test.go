@@ -30,10 +30,8 @@ func TestAuthAndLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.Auth, cfg.Limits = a, l
 	rec := newRecorder()
-	r := start(t, cfg, rec)
+	r := startWith(t, DefaultConfig(), Access{Auth: a, Limits: l}, rec)
 	now := time.Now()
 	body, _ := proto.Marshal(spans(3, now))
 	big, _ := proto.Marshal(spans(11, now))

@@ -108,7 +108,7 @@ func (r *Receiver) newGRPCServer(tlsCfg *tls.Config) *grpc.Server {
 		grpc.MaxRecvMsgSize(r.cfg.MaxRequestBytes),
 		// Always installed: with auth off (nil) it still puts the
 		// X-Scope-OrgID tenant in the context.
-		grpc.UnaryInterceptor(r.cfg.Auth.UnaryServerInterceptor(func(reason string) {
+		grpc.UnaryInterceptor(r.access.Auth.UnaryServerInterceptor(func(reason string) {
 			requestsRejected.WithLabelValues(protocolGRPC, reason).Inc()
 		})),
 	}

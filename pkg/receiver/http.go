@@ -56,11 +56,11 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("unsupported Content-Type %q: send application/x-protobuf or application/json", req.Header.Get("Content-Type")))
 		return
 	}
-	tenant, err := r.cfg.Auth.Tenant(req.Header.Get("Authorization"), req.Header.Get("X-Scope-OrgID"))
+	tenant, err := r.access.Auth.Tenant(req.Header.Get("Authorization"), req.Header.Get("X-Scope-OrgID"))
 	if err != nil {
 		code := auth.HTTPStatus(err)
 		if code == http.StatusUnauthorized {
-			r.cfg.Auth.SetChallenge(w.Header())
+			r.access.Auth.SetChallenge(w.Header())
 		}
 		fail(code, auth.ReasonOf(err), err.Error())
 		return

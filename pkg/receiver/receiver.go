@@ -92,12 +92,17 @@ type Config struct {
 	// GRPCMaxConcurrentStreams caps the calls in flight on one connection
 	// (default 100).
 	GRPCMaxConcurrentStreams int `yaml:"grpc_max_concurrent_streams"`
+}
 
-	// Auth decides the tenant of a request (nil: X-Scope-OrgID, as
-	// before); Limits applies the per-tenant limits (nil: none). Both are
-	// built by the engine from the top-level auth: and limits: sections.
-	Auth   *auth.Authenticator `yaml:"-"`
-	Limits *limits.Limits      `yaml:"-"`
+// Access decides who sends a request and how much they may send. The
+// engine builds it from the top-level auth: and limits: sections and
+// shares it with the rest of the process; the zero Access lets
+// X-Scope-OrgID name the tenant and applies no limits.
+type Access struct {
+	// Auth decides the tenant of a request; nil: X-Scope-OrgID.
+	Auth *auth.Authenticator
+	// Limits applies the per-tenant limits; nil: none.
+	Limits *limits.Limits
 }
 
 // DefaultConfig returns the defaults.
@@ -213,6 +218,7 @@ type job struct {
 // Receiver is the OTLP intake.
 type Receiver struct {
 	cfg      Config
+	access   Access
 	consumer Consumer
 	logger   *slog.Logger
 	now      func() time.Time
@@ -231,8 +237,9 @@ type Receiver struct {
 	received atomic.Int64 // spans accepted, for health
 }
 
-// New returns a receiver that feeds consumer. Call Start to listen.
-func New(cfg Config, consumer Consumer, logger *slog.Logger) (*Receiver, error) {
+// New returns a receiver that admits requests by access and feeds
+// consumer. Call Start to listen.
+func New(cfg Config, access Access, consumer Consumer, logger *slog.Logger) (*Receiver, error) {
 	if err := cfg.Validate("receiver"); err != nil {
 		return nil, err
 	}
@@ -241,6 +248,7 @@ func New(cfg Config, consumer Consumer, logger *slog.Logger) (*Receiver, error) 
 	}
 	return &Receiver{
 		cfg:      cfg,
+		access:   access,
 		consumer: consumer,
 		logger:   logger,
 		now:      time.Now,
@@ -390,9 +398,9 @@ func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int,
 	}
 	// After Admit, so that the limits' per-tenant state is bounded by
 	// max_tenants. On error b is unchanged and still the caller's.
-	if r.cfg.Limits != nil {
+	if r.access.Limits != nil {
 		n := b.SpanCount
-		limited, why, err := r.cfg.Limits.Apply(tenant, b)
+		limited, why, err := r.access.Limits.Apply(tenant, b)
 		if err != nil {
 			var le *limits.Error
 			errors.As(err, &le)

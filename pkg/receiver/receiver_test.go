@@ -15,8 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -29,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // recorder is a Consumer that counts spans per tenant and can be made to
@@ -75,8 +74,14 @@ func (r *recorder) count(tenant string) int {
 
 func start(t *testing.T, cfg Config, c Consumer) *Receiver {
 	t.Helper()
+	return startWith(t, cfg, Access{}, c)
+}
+
+// startWith starts a receiver that admits requests by access.
+func startWith(t *testing.T, cfg Config, access Access, c Consumer) *Receiver {
+	t.Helper()
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	r, err := New(cfg, c, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := New(cfg, access, c, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,20 +92,14 @@ func start(t *testing.T, cfg Config, c Consumer) *Receiver {
 	return r
 }
 
+// spans is a request of n SERVER spans of service "svc", 1 ms each,
+// ending at end.
 func spans(n int, end time.Time) *coltracepb.ExportTraceServiceRequest {
-	rs := &tracepb.ResourceSpans{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "svc"}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{}},
+	var ss []*tracepb.Span
+	for i := range n {
+		ss = append(ss, otlptest.Span(byte(i+1), "span", tracepb.Span_SPAN_KIND_SERVER, end, time.Millisecond))
 	}
-	for i := 0; i < n; i++ {
-		rs.ScopeSpans[0].Spans = append(rs.ScopeSpans[0].Spans, &tracepb.Span{
-			TraceId: bytes.Repeat([]byte{byte(i + 1)}, 16), SpanId: bytes.Repeat([]byte{byte(i + 1)}, 8),
-			Name: "span", Kind: tracepb.Span_SPAN_KIND_SERVER,
-			StartTimeUnixNano: uint64(end.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(end.UnixNano()),
-		})
-	}
-	return &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{rs}}
+	return otlptest.Request(otlptest.Service("svc", ss...))
 }
 
 func gz(b []byte) []byte {

@@ -1,60 +1,39 @@
 package engine
 
 import (
-	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/servicegraph"
 	"github.com/spangraph/spangraph/pkg/spanmetrics"
 )
-
-func str(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-}
 
 // pairBatch is 1 000 client→server pairs (2 000 spans, a few attributes
 // each, as SDKs send them) whose span names, from offset on, cycle through
 // names distinct values: the span metrics have 2 series per name.
 func pairBatch(b *testing.B, names, offset int) *otlp.Batch {
 	now := time.Now()
-	client := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
-		str("service.name", "frontend"), str("service.namespace", "shop"), str("deployment.environment", "prod")}},
-		ScopeSpans: []*tracepb.ScopeSpans{{}}}
-	server := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
-		str("service.name", "checkout"), str("service.namespace", "shop"), str("deployment.environment", "prod")}},
-		ScopeSpans: []*tracepb.ScopeSpans{{}}}
+	var clients, servers []*tracepb.Span
 	for i := 0; i < 1000; i++ {
-		trace := make([]byte, 16)
-		binary.LittleEndian.PutUint64(trace, uint64(i)+1)
-		cid, sid := make([]byte, 8), make([]byte, 8)
-		binary.LittleEndian.PutUint64(cid, uint64(2*i)+1)
-		binary.LittleEndian.PutUint64(sid, uint64(2*i)+2)
 		name := fmt.Sprintf("op-%d", (offset+i)%names)
-		attrs := []*commonpb.KeyValue{str("http.request.method", "POST"), str("http.route", "/"+name), str("net.peer.name", "checkout")}
-		client.ScopeSpans[0].Spans = append(client.ScopeSpans[0].Spans, &tracepb.Span{TraceId: trace, SpanId: cid, Name: name,
-			Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: uint64(now.Add(-3 * time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()), Attributes: attrs})
-		server.ScopeSpans[0].Spans = append(server.ScopeSpans[0].Spans, &tracepb.Span{TraceId: trace, SpanId: sid, ParentSpanId: cid, Name: name,
-			Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: uint64(now.Add(-2 * time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()), Attributes: attrs})
+		attrs := []*commonpb.KeyValue{otlptest.Str("http.request.method", "POST"), otlptest.Str("http.route", "/"+name), otlptest.Str("net.peer.name", "checkout")}
+		c := otlptest.Span(0, name, tracepb.Span_SPAN_KIND_CLIENT, now, 3*time.Millisecond, attrs...)
+		c.TraceId, c.SpanId = otlptest.TraceID(uint64(i)+1), otlptest.SpanID(uint64(2*i)+1)
+		s := otlptest.Span(0, name, tracepb.Span_SPAN_KIND_SERVER, now, 2*time.Millisecond, attrs...)
+		s.TraceId, s.SpanId, s.ParentSpanId = c.TraceId, otlptest.SpanID(uint64(2*i)+2), c.SpanId
+		clients, servers = append(clients, c), append(servers, s)
 	}
-	body, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{client, server}})
-	if err != nil {
-		b.Fatal(err)
+	shop := func(service string) []*commonpb.KeyValue {
+		return []*commonpb.KeyValue{otlptest.Str("service.name", service), otlptest.Str("service.namespace", "shop"), otlptest.Str("deployment.environment", "prod")}
 	}
-	batch := otlp.GetBatch()
-	if err := batch.DecodeProto(body); err != nil {
-		b.Fatal(err)
-	}
-	return batch
+	return otlptest.Batch(b, otlptest.Request(otlptest.Resource(shop("frontend"), clients...), otlptest.Resource(shop("checkout"), servers...)))
 }
 
 // BenchmarkBothProcessors is what the engine does per span after decoding:

@@ -3,7 +3,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -14,31 +13,23 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // consume feeds three SERVER spans of service, ending now, to the tenant.
 func consume(t *testing.T, e *Engine, service string) {
 	t.Helper()
-	now := time.Now()
-	var spans []*tracepb.Span
-	for i := byte(1); i <= 3; i++ {
-		spans = append(spans, &tracepb.Span{
-			TraceId: bytes.Repeat([]byte{i}, 16), SpanId: bytes.Repeat([]byte{i}, 8), Name: "op",
-			Kind:              tracepb.Span_SPAN_KIND_SERVER,
-			StartTimeUnixNano: uint64(now.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()),
-		})
-	}
-	consumeSpans(t, e, service, spans)
+	consumeRequest(t, e, exportRequest(service))
 }
 
 // stored returns the last stored value of service's calls counter, or -1.
 func stored(t *testing.T, e *Engine, service string) float64 {
 	t.Helper()
 	// Through Queryable, as queries read: it opens a tenant on disk.
-	queryable, _ := e.Queryable(store.DefaultTenant)
+	queryable, _ := e.Queryable(tenant.Default)
 	q, err := queryable.Querier(0, time.Now().Add(time.Hour).UnixMilli())
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +56,7 @@ func stored(t *testing.T, e *Engine, service string) float64 {
 // descriptor; the returned function puts the segment back.
 func walFull(t *testing.T, dataDir string) (restore func()) {
 	t.Helper()
-	walDir := filepath.Join(store.Dir(dataDir, store.DefaultTenant), "wal") + string(filepath.Separator)
+	walDir := filepath.Join(store.Dir(dataDir, tenant.Default), "wal") + string(filepath.Separator)
 	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
@@ -111,7 +102,7 @@ func walFull(t *testing.T, dataDir string) (restore func()) {
 // that changed or appeared during it; after a restart all of it is there.
 func TestCollectionOnFullDisk(t *testing.T) {
 	dataDir := t.TempDir()
-	log := &lockedBuffer{}
+	log := &otlptest.LogBuffer{}
 	e := newTestEngine(t, dataDir, log)
 	stopped := false
 	t.Cleanup(func() {
@@ -124,8 +115,8 @@ func TestCollectionOnFullDisk(t *testing.T) {
 	if got := stored(t, e, "before"); got != 3 {
 		t.Fatalf("before the fault: %v calls stored, want 3", got)
 	}
-	lastOK := e.Tenant(store.DefaultTenant).LastCollection()
-	failures := testutil.ToFloat64(collectionFailures.WithLabelValues(store.DefaultTenant))
+	lastOK := e.Tenant(tenant.Default).LastCollection()
+	failures := testutil.ToFloat64(collectionFailures.WithLabelValues(tenant.Default))
 
 	restore := walFull(t, dataDir)
 	consume(t, e, "before") // a known series grows
@@ -133,13 +124,13 @@ func TestCollectionOnFullDisk(t *testing.T) {
 	e.Collect()
 	restore()
 
-	if got := testutil.ToFloat64(collectionFailures.WithLabelValues(store.DefaultTenant)); got != failures+1 {
+	if got := testutil.ToFloat64(collectionFailures.WithLabelValues(tenant.Default)); got != failures+1 {
 		t.Errorf("spangraph_collection_failures_total went from %v to %v, want one more", failures, got)
 	}
 	if !strings.Contains(log.String(), "collection failed (full disk?)") || !strings.Contains(log.String(), "no space left on device") {
 		t.Errorf("the failure is not logged as a full disk:\n%s", log.String())
 	}
-	if got := e.Tenant(store.DefaultTenant).LastCollection(); !got.Equal(lastOK) {
+	if got := e.Tenant(tenant.Default).LastCollection(); !got.Equal(lastOK) {
 		t.Errorf("last collection moved to %v on a failure", got)
 	}
 	if got := stored(t, e, "during"); got != -1 {

@@ -3,13 +3,15 @@ package engine
 import (
 	"testing"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // TestTenantsCollectIndependently: a tenant whose collection lock is held
 // (by its remote write, switching over while its endpoint is slow) does
 // not hold back another tenant's collection.
 func TestTenantsCollectIndependently(t *testing.T) {
-	var log lockedBuffer
+	var log otlptest.LogBuffer
 	e := newTestEngine(t, t.TempDir(), &log)
 	defer e.Stop(t.Context())
 	for _, tenant := range []string{"slow", "fast"} {

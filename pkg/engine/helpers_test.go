@@ -1,44 +1,21 @@
 package engine
 
 import (
-	"bytes"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/config"
-	"github.com/spangraph/spangraph/pkg/otlp"
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/otlptest"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
-
-// lockedBuffer is a log destination the test reads while the engine writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // newTestEngine starts an engine on dataDir whose receiver does not
 // listen and whose collection loop does not fire during the test.
-func newTestEngine(t *testing.T, dataDir string, log *lockedBuffer) *Engine {
+func newTestEngine(t *testing.T, dataDir string, log *otlptest.LogBuffer) *Engine {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = dataDir
@@ -54,25 +31,24 @@ func newTestEngine(t *testing.T, dataDir string, log *lockedBuffer) *Engine {
 	return e
 }
 
-// consumeSpans feeds spans of service to the default tenant, through the
-// decoder as a request would.
-func consumeSpans(t *testing.T, e *Engine, service string, spans []*tracepb.Span) {
+// exportRequest is three SERVER spans "op" of service, ending now.
+func exportRequest(service string) *coltracepb.ExportTraceServiceRequest {
+	now := time.Now()
+	var spans []*tracepb.Span
+	for i := byte(1); i <= 3; i++ {
+		spans = append(spans, otlptest.Span(i, "op", tracepb.Span_SPAN_KIND_SERVER, now, time.Millisecond))
+	}
+	return otlptest.Request(otlptest.Service(service, spans...))
+}
+
+// consumeRequest feeds req to the default tenant, through the decoder as
+// the receiver would.
+func consumeRequest(t *testing.T, e *Engine, req *coltracepb.ExportTraceServiceRequest) {
 	t.Helper()
-	raw, err := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: service}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-	}}})
-	if err != nil {
+	if err := e.Admit(tenant.Default); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Admit(store.DefaultTenant); err != nil {
-		t.Fatal(err)
-	}
-	b := otlp.GetBatch()
-	if err := b.DecodeProto(raw); err != nil {
-		t.Fatal(err)
-	}
-	e.Consume(store.DefaultTenant, b)
+	b := otlptest.Batch(t, req)
+	e.Consume(tenant.Default, b)
 	b.Release()
 }

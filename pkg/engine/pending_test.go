@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -9,7 +8,8 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/otlptest"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // consumeCalls feeds n spans of kind from service, one per trace 1..n:
@@ -19,16 +19,14 @@ func consumeCalls(t *testing.T, e *Engine, service string, kind tracepb.Span_Spa
 	now := time.Now()
 	var spans []*tracepb.Span
 	for i := byte(1); i <= byte(n); i++ {
-		s := &tracepb.Span{
-			TraceId: bytes.Repeat([]byte{i}, 16), SpanId: []byte{1, 0, 0, 0, 0, 0, 0, 1}, Name: "op", Kind: kind,
-			StartTimeUnixNano: uint64(now.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()),
-		}
+		s := otlptest.Span(i, "op", kind, now, time.Millisecond)
+		s.SpanId = []byte{1, 0, 0, 0, 0, 0, 0, 1}
 		if kind == tracepb.Span_SPAN_KIND_SERVER {
 			s.ParentSpanId, s.SpanId = s.SpanId, []byte{2, 0, 0, 0, 0, 0, 0, 2}
 		}
 		spans = append(spans, s)
 	}
-	consumeSpans(t, e, service, spans)
+	consumeRequest(t, e, otlptest.Request(otlptest.Service(service, spans...)))
 }
 
 // TestPendingEdgesSurviveRestart: client spans still waiting at stop are
@@ -36,14 +34,14 @@ func consumeCalls(t *testing.T, e *Engine, service string, kind tracepb.Span_Spa
 // next start.
 func TestPendingEdgesSurviveRestart(t *testing.T) {
 	dir := t.TempDir()
-	var log lockedBuffer
+	var log otlptest.LogBuffer
 	e := newTestEngine(t, dir, &log)
 	consumeCalls(t, e, "fe", tracepb.Span_SPAN_KIND_CLIENT, 5)
 	e.Stop(t.Context())
-	if st := e.Tenant(store.DefaultTenant).ServiceGraph.Stats(); st.Completed != 0 || st.Unpaired != 0 || st.Pending != 0 {
+	if st := e.Tenant(tenant.Default).ServiceGraph.Stats(); st.Completed != 0 || st.Unpaired != 0 || st.Pending != 0 {
 		t.Fatalf("after stop: %+v; want the 5 clients saved, not settled", st)
 	}
-	if _, err := os.Stat(e.pendingFile(store.DefaultTenant)); err != nil {
+	if _, err := os.Stat(e.pendingFile(tenant.Default)); err != nil {
 		t.Fatalf("no saved file: %v", err)
 	}
 	if !strings.Contains(log.String(), "edges=5") {
@@ -53,10 +51,10 @@ func TestPendingEdgesSurviveRestart(t *testing.T) {
 	e = newTestEngine(t, dir, &log)
 	defer e.Stop(t.Context())
 	// Tenants open on demand; the saved half edges come back when it does.
-	if err := e.Admit(store.DefaultTenant); err != nil {
+	if err := e.Admit(tenant.Default); err != nil {
 		t.Fatal(err)
 	}
-	sg := e.Tenant(store.DefaultTenant).ServiceGraph
+	sg := e.Tenant(tenant.Default).ServiceGraph
 	if st := sg.Stats(); st.Pending != 5 {
 		t.Fatalf("after restart: %+v; want 5 pending", st)
 	}

@@ -9,7 +9,8 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
-	"github.com/spangraph/spangraph/pkg/store"
+	"github.com/spangraph/spangraph/pkg/otlptest"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // TestCounterResetAcrossRestart: a counter that restarts from zero within
@@ -24,7 +25,7 @@ func TestCounterResetAcrossRestart(t *testing.T) {
 		time.Sleep(time.Duration(61-s) * time.Second)
 	}
 	dir := t.TempDir()
-	var log lockedBuffer
+	var log otlptest.LogBuffer
 	e := newTestEngine(t, dir, &log)
 	consumeCalls(t, e, "be", tracepb.Span_SPAN_KIND_SERVER, 10)
 	e.Collect()
@@ -37,7 +38,7 @@ func TestCounterResetAcrossRestart(t *testing.T) {
 	e.Collect()
 	defer e.Stop(t.Context())
 
-	q, err := e.Tenant(store.DefaultTenant).Store.Querier(0, math.MaxInt64)
+	q, err := e.Tenant(tenant.Default).Store.Querier(0, math.MaxInt64)
 	if err != nil {
 		t.Fatal(err)
 	}

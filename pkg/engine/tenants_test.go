@@ -21,9 +21,6 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -32,6 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/config"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -78,24 +76,6 @@ func startListening(t *testing.T, dataDir string, maxTenants int, idle time.Dura
 	}
 	t.Cleanup(func() { e.Stop(context.Background()) })
 	return e, c
-}
-
-// exportRequest is three SERVER spans of service, ending now.
-func exportRequest(service string) *coltracepb.ExportTraceServiceRequest {
-	now := time.Now()
-	var spans []*tracepb.Span
-	for i := byte(1); i <= 3; i++ {
-		spans = append(spans, &tracepb.Span{
-			TraceId: bytes.Repeat([]byte{i}, 16), SpanId: bytes.Repeat([]byte{i}, 8), Name: "op",
-			Kind:              tracepb.Span_SPAN_KIND_SERVER,
-			StartTimeUnixNano: uint64(now.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()),
-		})
-	}
-	return &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: service}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-	}}}
 }
 
 // post sends three spans of service to tenant over OTLP/HTTP and returns
@@ -448,7 +428,7 @@ func TestDamagedTenantQuarantined(t *testing.T) {
 			if path == "" {
 				path = blocks[0]
 			}
-			var log lockedBuffer
+			var log otlptest.LogBuffer
 			e, clk := startListening(t, dataDir, 5, time.Hour, prometheus.NewRegistry(), &log)
 
 			if resp, body := post(t, e, "good", "svc"); resp.StatusCode != http.StatusOK {

@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
-	"google.golang.org/protobuf/proto"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/loadgen"
-	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -76,21 +76,14 @@ func (f *fixture) feedShop(t testing.TB, rounds, tracesPerRound int) {
 	gen := loadgen.NewGenerator(loadgen.Shop(10, rand.New(rand.NewPCG(1, 2))), 42)
 	for r := 0; r < rounds; r++ {
 		now := t0.Add(time.Duration(r) * 15 * time.Second)
-		raw, err := proto.Marshal(gen.Request(tracesPerRound, now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.consume(t, raw)
+		f.consume(t, gen.Request(tracesPerRound, now))
 		f.collect(t, now)
 	}
 }
 
-func (f *fixture) consume(t testing.TB, raw []byte) {
+func (f *fixture) consume(t testing.TB, req *coltracepb.ExportTraceServiceRequest) {
 	t.Helper()
-	b := otlp.GetBatch()
-	if err := b.DecodeProto(raw); err != nil {
-		t.Fatal(err)
-	}
+	b := otlptest.Batch(t, req)
 	f.eng.Consume(f.inst.settings.Tenant, b)
 	b.Release()
 	// Every span of a generated trace is in the same request, so what is

@@ -15,13 +15,11 @@ import (
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 	"github.com/grafana/grafana-plugin-sdk-go/data"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 	"github.com/spangraph/spangraph/pkg/query"
 )
 
@@ -68,11 +66,7 @@ func twoTenants(tb testing.TB, opts Options) (a, b *fixture) {
 	a.feedShop(tb, 3, 5)
 	for r := 0; r < 3; r++ {
 		now := t0.Add(time.Duration(r) * 15 * time.Second)
-		raw, err := proto.Marshal(secretRequest(now, r))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		b.consume(tb, raw)
+		b.consume(tb, secretRequest(now, r))
 		b.collect(tb, now)
 	}
 	return a, b
@@ -81,23 +75,11 @@ func twoTenants(tb testing.TB, opts Options) (a, b *fixture) {
 // secretRequest is a client span of secretService calling "bravo-backend"
 // and the server span of the call, ending at now.
 func secretRequest(now time.Time, round int) *coltracepb.ExportTraceServiceRequest {
-	str := func(k, v string) *commonpb.KeyValue {
-		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-	}
-	trace := bytes.Repeat([]byte{byte(round + 1)}, 16)
-	rs := func(service string, span *tracepb.Span) *tracepb.ResourceSpans {
-		return &tracepb.ResourceSpans{
-			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", service)}},
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{span}}},
-		}
-	}
-	start, end := uint64(now.Add(-20*time.Millisecond).UnixNano()), uint64(now.UnixNano())
-	return &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{
-		rs(secretService, &tracepb.Span{TraceId: trace, SpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}, Name: "secret-op",
-			Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: start, EndTimeUnixNano: end}),
-		rs("bravo-backend", &tracepb.Span{TraceId: trace, SpanId: []byte{2, 2, 2, 2, 2, 2, 2, 2}, ParentSpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1},
-			Name: "secret-op", Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: start, EndTimeUnixNano: end}),
-	}}
+	client := otlptest.Span(byte(round+1), "secret-op", tracepb.Span_SPAN_KIND_CLIENT, now, 20*time.Millisecond)
+	client.SpanId = []byte{1, 1, 1, 1, 1, 1, 1, 1}
+	server := otlptest.Span(byte(round+1), "secret-op", tracepb.Span_SPAN_KIND_SERVER, now, 20*time.Millisecond)
+	server.SpanId, server.ParentSpanId = []byte{2, 2, 2, 2, 2, 2, 2, 2}, client.SpanId
+	return otlptest.Request(otlptest.Service(secretService, client), otlptest.Service("bravo-backend", server))
 }
 
 // frameText is everything a response's frames say: names, labels, string
@@ -275,7 +257,7 @@ func TestTenantIsolationPlugin(t *testing.T) {
 
 	// OTLP through instance b's resource, with team-a's header, lands in
 	// team-b; no other tenant appears.
-	raw, _ := proto.Marshal(secretRequest(time.Now(), 9))
+	raw := otlptest.Marshal(t, secretRequest(time.Now(), 9))
 	r, err := callResource(t, b.inst, http.MethodPost, "otlp/v1/traces", "",
 		map[string][]string{"X-Scope-OrgID": {"team-a"}, "Content-Type": {"application/x-protobuf"}}, raw)
 	if err != nil || r.Status != http.StatusOK {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // run runs the binary in dir and returns its exit code and output.
@@ -84,7 +86,7 @@ func TestCommandLine(t *testing.T) {
 func TestDemoCleansUp(t *testing.T) {
 	bin := binary(t)
 	cmd := exec.Command(bin, "demo", "--http", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0")
-	log := &syncBuffer{}
+	log := &otlptest.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

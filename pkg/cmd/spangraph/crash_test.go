@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // TestServeHardening runs the hardening scenarios against one build of
@@ -197,7 +199,7 @@ func corrupt(t *testing.T, path string, off int64, n int) {
 func runToExit(t *testing.T, bin, dataDir string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--otlp-grpc", freePort(t), "--otlp-http", freePort(t), "--http", freePort(t))
-	log := &syncBuffer{}
+	log := &otlptest.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

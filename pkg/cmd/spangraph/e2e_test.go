@@ -15,20 +15,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // binary builds the spangraph command once per test run.
@@ -53,35 +51,16 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// syncBuffer collects a process's output; the test reads it while the
-// process writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // process is a spangraph serve process on loopback ports.
 type process struct {
 	cmd                  *exec.Cmd
 	grpc, otlpHTTP, http string
-	log                  *syncBuffer
+	log                  *otlptest.LogBuffer
 }
 
 func startServer(t *testing.T, bin, dataDir string, extra ...string) *process {
 	t.Helper()
-	s := &process{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &syncBuffer{}}
+	s := &process{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &otlptest.LogBuffer{}}
 	args := append([]string{"serve", "--data-dir", dataDir, "--otlp-grpc", s.grpc, "--otlp-http", s.otlpHTTP,
 		"--http", s.http, "--collection-interval", "1s"}, extra...)
 	s.cmd = exec.Command(bin, args...)
@@ -110,31 +89,16 @@ func startServer(t *testing.T, bin, dataDir string, extra ...string) *process {
 	return nil
 }
 
-func kv(k, v string) *commonpb.KeyValue {
-	return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
-}
-
 // request makes three SERVER spans "op" of service: 1 ms and 20 ms that
 // succeed and 5 ms that fails, ending now.
 func request(service string) *coltracepb.ExportTraceServiceRequest {
 	now := time.Now()
-	span := func(i byte, d time.Duration, failed bool) *tracepb.Span {
-		s := &tracepb.Span{
-			TraceId: bytes.Repeat([]byte{i + 1}, 16), SpanId: bytes.Repeat([]byte{i + 1}, 8),
-			Name: "op", Kind: tracepb.Span_SPAN_KIND_SERVER,
-			StartTimeUnixNano: uint64(now.Add(-d).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano()),
-		}
-		if failed {
-			s.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
-		}
-		return s
-	}
-	return &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{kv("service.name", service)}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
-			span(0, time.Millisecond, false), span(1, 20*time.Millisecond, false), span(2, 5*time.Millisecond, true),
-		}}},
-	}}}
+	failed := otlptest.Span(3, "op", tracepb.Span_SPAN_KIND_SERVER, now, 5*time.Millisecond)
+	failed.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+	return otlptest.Request(otlptest.Service(service,
+		otlptest.Span(1, "op", tracepb.Span_SPAN_KIND_SERVER, now, time.Millisecond),
+		otlptest.Span(2, "op", tracepb.Span_SPAN_KIND_SERVER, now, 20*time.Millisecond),
+		failed))
 }
 
 func postOTLP(t *testing.T, addr, contentType string, body []byte, gz bool) {
@@ -248,19 +212,16 @@ func TestEndToEnd(t *testing.T) {
 
 	// A client span in one request, its server span in another: an edge.
 	now := time.Now()
-	clientSpan := &tracepb.Span{TraceId: bytes.Repeat([]byte{9}, 16), SpanId: bytes.Repeat([]byte{7}, 8), Name: "call",
-		Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: uint64(now.Add(-30 * time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano())}
-	serverSpan := &tracepb.Span{TraceId: bytes.Repeat([]byte{9}, 16), SpanId: bytes.Repeat([]byte{8}, 8), ParentSpanId: bytes.Repeat([]byte{7}, 8),
-		Name: "handle", Kind: tracepb.Span_SPAN_KIND_SERVER, Status: &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR},
-		StartTimeUnixNano: uint64(now.Add(-20 * time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(now.UnixNano())}
+	clientSpan := otlptest.Span(9, "call", tracepb.Span_SPAN_KIND_CLIENT, now, 30*time.Millisecond)
+	clientSpan.SpanId = bytes.Repeat([]byte{7}, 8)
+	serverSpan := otlptest.Span(9, "handle", tracepb.Span_SPAN_KIND_SERVER, now, 20*time.Millisecond)
+	serverSpan.SpanId, serverSpan.ParentSpanId = bytes.Repeat([]byte{8}, 8), clientSpan.SpanId
+	serverSpan.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 	for _, side := range []struct {
 		service string
 		span    *tracepb.Span
 	}{{"edge-client", clientSpan}, {"edge-server", serverSpan}} {
-		body, _ := proto.Marshal(&coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{kv("service.name", side.service)}},
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{side.span}}},
-		}}})
+		body := otlptest.Marshal(t, otlptest.Request(otlptest.Service(side.service, side.span)))
 		postOTLP(t, srv.otlpHTTP, "application/x-protobuf", body, false)
 	}
 	eventually(t, "service graph edge", func() string {

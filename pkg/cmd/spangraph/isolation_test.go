@@ -21,7 +21,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // headers are request headers of the helpers below; nil for none.
@@ -60,11 +61,7 @@ func do(t *testing.T, method, u string, body []byte, h headers) (int, []byte) {
 // and returns the status code.
 func sendSpans(t *testing.T, otlpAddr, service string, h headers) int {
 	t.Helper()
-	body, err := proto.Marshal(request(service))
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, _ := do(t, http.MethodPost, "http://"+otlpAddr+"/v1/traces", body, h.with("Content-Type", "application/x-protobuf"))
+	code, _ := do(t, http.MethodPost, "http://"+otlpAddr+"/v1/traces", otlptest.Marshal(t, request(service)), h.with("Content-Type", "application/x-protobuf"))
 	return code
 }
 

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // startPrometheus runs Debian's prometheus as a remote-write receiver on a free
@@ -34,7 +36,7 @@ func startPrometheus(t *testing.T) string {
 	}
 	cmd := exec.Command(bin, "--web.enable-remote-write-receiver", "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--config.file="+cfg, "--web.listen-address="+addr)
-	log := &syncBuffer{}
+	log := &otlptest.LogBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -98,7 +100,7 @@ func rawCalls(t *testing.T, promAddr string) map[string][]float64 {
 
 // TestRemoteWriteCounters: the leading zero of every new series reaches
 // Prometheus (its WAL reader skips samples older than where it started,
-// which is where a new series' zero used to land), and a restart within
+// which is where a new series' zero can land), and a restart within
 // the minute of the last sample shows as a counter reset there and in the
 // local store alike, so that increase() counts every span on both sides.
 func TestRemoteWriteCounters(t *testing.T) {
@@ -111,7 +113,7 @@ func TestRemoteWriteCounters(t *testing.T) {
 	dataDir := t.TempDir()
 	rw := "--remote-write-url=http://" + promAddr + "/api/v1/write"
 	srv := startServer(t, bin, dataDir, rw)
-	body := exportBody(t, request("remote"))
+	body := otlptest.Marshal(t, request("remote"))
 	send := func(n int) {
 		for range n {
 			if code, out := do(t, http.MethodPost, "http://"+srv.otlpHTTP+"/v1/traces", body,

@@ -12,8 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/protobuf/proto"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // testTenantLifecycle drives a real `spangraph serve` over a data_dir with
@@ -70,7 +69,7 @@ auth:
 
 	var body string
 	eventually(t, "the damaged tenant's spans refused with 500", func() string {
-		code, out := do(t, http.MethodPost, "http://"+srv.otlpHTTP+"/v1/traces", exportBody(t, request("svc-bad")),
+		code, out := do(t, http.MethodPost, "http://"+srv.otlpHTTP+"/v1/traces", otlptest.Marshal(t, request("svc-bad")),
 			headers{"X-Scope-OrgID": "bad", "Content-Type": "application/x-protobuf"})
 		body = string(out)
 		if code != http.StatusInternalServerError {
@@ -174,16 +173,6 @@ func tenantState(t *testing.T, httpAddr, tenant string) tenantStatus {
 // operator reads what concerns every tenant (/metrics, /-/tenants) when
 // auth is on: the credentials of a tenant with allow_org_id_header.
 var operator = bearer("token-ops")
-
-// exportBody is the protobuf of an export request.
-func exportBody(t *testing.T, req *coltracepb.ExportTraceServiceRequest) []byte {
-	t.Helper()
-	out, err := proto.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 func grepLines(s, re string) string {
 	r := regexp.MustCompile(re)

@@ -25,11 +25,19 @@ type gate struct {
 }
 
 // Reserve implements otlp.Budget. It never lets used pass limit, so that
-// a refusal is decided before memory is allocated, not after.
-func (g *gate) Reserve(n int64) bool {
+// a refusal is decided before memory is allocated, not after. A request
+// that holds more than smallRequest may fill the gate only up to
+// bigShare: the rest is kept for ordinary requests, so that a flood of
+// huge ones (hostile, or one exporter's oversized batches) cannot shut
+// every other exporter out.
+func (g *gate) Reserve(n, holding int64) bool {
+	limit := g.limit
+	if holding > smallRequest {
+		limit = g.limit * bigShare / 4
+	}
 	for {
 		u := g.used.Load()
-		if u+n > g.limit {
+		if u+n > limit {
 			return false
 		}
 		if g.used.CompareAndSwap(u, u+n) {
@@ -38,6 +46,14 @@ func (g *gate) Reserve(n int64) bool {
 		}
 	}
 }
+
+// smallRequest and bigShare: requests holding more than 1 MiB decoded
+// (an SDK's default batch of 512 spans is well under) may use three
+// quarters of max_queue_bytes together.
+const (
+	smallRequest = 1 << 20
+	bigShare     = 3
+)
 
 // Free implements otlp.Budget.
 func (g *gate) Free(n int64) {
@@ -104,10 +120,10 @@ func (r *Receiver) refuseMemory(protocol string, err error) *memoryError {
 	if !errors.As(err, &over) {
 		return nil
 	}
-	if over.Charged+over.Wanted > r.gate.limit {
+	if total := over.Charged + over.Wanted; total > smallRequest && total > r.gate.limit*bigShare/4 {
 		r.refuse("", protocol, ReasonTooLarge, over.Spans)
 		return &memoryError{never: true, msg: fmt.Sprintf(
-			"the request needs more than receiver.max_queue_bytes (%d) of memory once decoded; send smaller batches or raise receiver.max_queue_bytes", r.gate.limit)}
+			"the request needs more than three quarters of receiver.max_queue_bytes (%d) of memory once decoded; send smaller batches or raise receiver.max_queue_bytes", r.gate.limit)}
 	}
 	return r.refuseFull(protocol, over.Spans)
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
+	"github.com/spangraph/spangraph/pkg/otlptest"
 )
 
 // invalidMarker stands for text that is not UTF-8, which no generated
@@ -34,23 +34,13 @@ var (
 	invalidJSON  = []byte(`in\ud800valid`)
 )
 
-func service(name string, spans ...*tracepb.Span) *tracepb.ResourceSpans {
-	return &tracepb.ResourceSpans{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: name}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-	}
-}
-
+// namedSpan is a SERVER span of 1 ms ending at end, with an http.route
+// and ids made from its name.
 func namedSpan(name string, end time.Time) *tracepb.Span {
-	id := byte(len(name)) + name[len(name)-1]
-	return &tracepb.Span{
-		TraceId: bytes.Repeat([]byte{id}, 16), SpanId: bytes.Repeat([]byte{id}, 8),
-		Name: name, Kind: tracepb.Span_SPAN_KIND_SERVER,
-		StartTimeUnixNano: uint64(end.Add(-time.Millisecond).UnixNano()), EndTimeUnixNano: uint64(end.UnixNano()),
-		Attributes: []*commonpb.KeyValue{{Key: "http.route", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "/" + name}}}},
-		Status:     &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK},
-	}
+	s := otlptest.Span(byte(len(name))+name[len(name)-1], name, tracepb.Span_SPAN_KIND_SERVER, end, time.Millisecond,
+		otlptest.Str("http.route", "/"+name))
+	s.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_OK}
+	return s
 }
 
 // TestRefusesOnlyTheBadSpans sends, over each transport, three spans of
@@ -103,14 +93,12 @@ func TestRefusesOnlyTheBadSpans(t *testing.T) {
 			accepted: []string{"span-0", "span-1", "span-2"}},
 	}
 	for _, tc := range cases {
-		req := &coltracepb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{
-			service("svc", namedSpan("span-0", now), namedSpan("span-1", now), namedSpan("span-2", now)),
-		}}
+		req := otlptest.Request(otlptest.Service("svc", namedSpan("span-0", now), namedSpan("span-1", now), namedSpan("span-2", now)))
 		if tc.edit != nil {
 			tc.edit(req.ResourceSpans[0].ScopeSpans[0].Spans[1])
 		}
 		if tc.badService != "" {
-			req.ResourceSpans = append(req.ResourceSpans, service(tc.badService, namedSpan("bad-0", now), namedSpan("bad-1", now)))
+			req.ResourceSpans = append(req.ResourceSpans, otlptest.Service(tc.badService, namedSpan("bad-0", now), namedSpan("bad-1", now)))
 		}
 		transports := []string{httpProto, httpJSON, grpcProto}
 		if tc.jsonEdit != nil {

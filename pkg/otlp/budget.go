@@ -11,9 +11,9 @@ import (
 // together. A Batch charges it before it grows, so that a request that
 // does not fit is stopped before its memory is allocated, not after.
 type Budget interface {
-	// Reserve takes n bytes, or takes nothing and reports false when they
-	// do not fit.
-	Reserve(n int64) bool
+	// Reserve takes n bytes for a batch that will then hold holding bytes
+	// in all, or takes nothing and reports false when they do not fit.
+	Reserve(n, holding int64) bool
 	// Free gives back n bytes taken by Reserve.
 	Free(n int64)
 }
@@ -60,7 +60,7 @@ const (
 func (b *Batch) Charge(budget Budget) {
 	held := int64(cap(b.raw)) + int64(cap(b.spare)) + int64(cap(b.spans))*spanSize +
 		int64(cap(b.attrs))*kvSize + int64(cap(b.Resources))*resourceSize + int64(cap(b.jsonFaults))*faultSize
-	if held > 0 && !budget.Reserve(held) {
+	if held > 0 && !budget.Reserve(held, held) {
 		b.Resources, b.spans, b.attrs, b.raw, b.spare, b.jsonFaults = nil, nil, nil, nil, nil, nil
 		held = 0
 	}
@@ -74,7 +74,7 @@ func (b *Batch) reserve(n int64) error {
 	if b.budget == nil || n <= 0 {
 		return nil
 	}
-	if !b.budget.Reserve(n) {
+	if !b.budget.Reserve(n, b.reserved+n) {
 		b.refused = true
 		return &OverBudgetError{Charged: b.reserved, Wanted: n}
 	}

@@ -372,7 +372,7 @@ func TestDecodeJSONIntoReusedBuffer(t *testing.T) {
 // countingBudget is a Budget without a limit that records what it lent.
 type countingBudget struct{ used int64 }
 
-func (c *countingBudget) Reserve(n int64) bool { c.used += n; return true }
+func (c *countingBudget) Reserve(n, _ int64) bool { c.used += n; return true }
 func (c *countingBudget) Free(n int64)         { c.used -= n }
 
 // TestDecodeJSONMemory: what DecodeJSON allocates in all, live or

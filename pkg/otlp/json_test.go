@@ -373,7 +373,7 @@ func TestDecodeJSONIntoReusedBuffer(t *testing.T) {
 type countingBudget struct{ used int64 }
 
 func (c *countingBudget) Reserve(n, _ int64) bool { c.used += n; return true }
-func (c *countingBudget) Free(n int64)         { c.used -= n }
+func (c *countingBudget) Free(n int64)            { c.used -= n }
 
 // TestDecodeJSONMemory: what DecodeJSON allocates in all, live or
 // garbage, per byte of body, on a typical request and on the worst case,

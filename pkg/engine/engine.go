@@ -97,6 +97,9 @@ type Engine struct {
 	// and waiting half edges, drawn on by every tenant.
 	seriesPool, edgePool *budget.Pool
 
+	// collected tells waiters (live streams) that a collection is done.
+	collected collected
+
 	// stampMu keeps collection timestamps increasing across tenants.
 	stampMu     sync.Mutex
 	lastCollect time.Time // guarded by stampMu
@@ -480,6 +483,7 @@ func (e *Engine) collectAll() {
 		wg.Go(func() { e.collectTenant(inst) })
 	}
 	wg.Wait()
+	e.collected.notify()
 }
 
 // collectTenant writes one tenant's series under its collection lock. The

@@ -22,26 +22,20 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 	if err := i.svc.failure(); err != nil {
 		return &backend.CheckHealthResult{Status: backend.HealthStatusError, Message: err.Error()}, nil
 	}
-	ok := true
-	var parts []string
 	cfg := i.svc.eng.Config()
-	rcv := i.svc.eng.Receiver()
+	h := i.svc.eng.Health(i.settings.Tenant)
+	ok := h.OK()
+	var parts []string
 
 	var listening, broken []string
-	for _, l := range []struct{ name, want, got string }{
-		{"OTLP gRPC", cfg.OTLPGRPC, rcv.GRPCAddr()},
-		{"HTTP", cfg.OTLPHTTP, rcv.HTTPAddr()},
-	} {
-		switch {
-		case l.want == "":
-		case l.got == "":
-			broken = append(broken, fmt.Sprintf("%s is not listening on %s", l.name, l.want))
-		default:
-			listening = append(listening, l.name+" "+l.got)
+	for _, r := range h.Receivers {
+		if r.Bound == "" {
+			broken = append(broken, fmt.Sprintf("%s is not listening on %s (%s)", r.Name, r.Want, r.Key))
+		} else {
+			listening = append(listening, r.Name+" "+r.Bound)
 		}
 	}
 	if len(broken) > 0 {
-		ok = false
 		parts = append(parts, strings.Join(broken, ", "))
 	}
 	switch {
@@ -58,42 +52,33 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 		parts = append(parts, "no spans received in the last "+describeWindow(over)+": "+i.howToSend())
 	}
 
-	inst := i.svc.eng.Tenant(i.settings.Tenant)
-	switch st := i.svc.eng.TenantStatus(i.settings.Tenant); {
-	case st.State == engine.TenantQuarantined:
-		ok = false
-		parts = append(parts, st.Problem)
-	case inst == nil && st.State == engine.TenantClosed:
+	switch o := h.Open; {
+	case h.Tenant.State == engine.TenantQuarantined:
+		parts = append(parts, h.Tenant.Problem)
+	case o == nil && h.Tenant.State == engine.TenantClosed:
 		parts = append(parts, fmt.Sprintf("tenant %q is closed, idle for tenant_idle_timeout (%s): its data is on disk and it opens on its next span or query",
 			i.settings.Tenant, cfg.TenantIdleTimeout))
-	case inst == nil:
+	case o == nil:
 		parts = append(parts, fmt.Sprintf("tenant %q has no data yet", i.settings.Tenant))
 	default:
-		parts = append(parts, fmt.Sprintf("%d active series", inst.Registry.ActiveSeries()))
-		last := inst.LastCollection()
-		switch age := time.Since(last); {
-		case last.IsZero():
+		parts = append(parts, fmt.Sprintf("%d active series", o.ActiveSeries))
+		switch age := time.Since(o.LastCollection); {
+		case o.LastCollection.IsZero():
 			parts = append(parts, fmt.Sprintf("first collection within %s", cfg.CollectionInterval))
-		case age > 3*cfg.CollectionInterval+time.Second:
-			ok = false
+		case o.CollectionLate:
 			parts = append(parts, fmt.Sprintf("last collection %s ago although collections run every %s: writing to %s fails (full disk?); the Grafana server log has the plugin's error",
 				age.Round(time.Second), cfg.CollectionInterval, cfg.DataDir))
 		default:
 			parts = append(parts, fmt.Sprintf("last collection %s ago", age.Round(time.Second)))
 		}
-		if inst.ServiceGraph != nil {
-			if st := inst.ServiceGraph.Stats(); st.Dropped > 0 {
-				ok = false
-				parts = append(parts, fmt.Sprintf("service graph edge store full (%d of %d half edges): %d spans dropped from the graph; raise servicegraph.max_items or lower servicegraph.wait",
-					st.Pending, st.Capacity, st.Dropped))
-			}
+		if st := o.EdgeStore; st != nil && st.Dropped > 0 {
+			parts = append(parts, fmt.Sprintf("service graph edge store full (%d of %d half edges): %d spans dropped from the graph; raise servicegraph.max_items or memory_limit, or lower servicegraph.wait",
+				st.Pending, st.Capacity, st.Dropped))
 		}
-		if inst.RemoteWrite != nil {
-			for _, rw := range inst.RemoteWrite.Status() {
-				msg, good := remoteWriteHealth(rw, cfg.CollectionInterval)
-				ok = ok && good
-				parts = append(parts, msg)
-			}
+		for _, rw := range o.RemoteWrite {
+			msg, good := remoteWriteHealth(rw, cfg.CollectionInterval)
+			ok = ok && good
+			parts = append(parts, msg)
 		}
 	}
 

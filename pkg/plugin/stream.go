@@ -79,9 +79,8 @@ func (i *Instance) RunStream(ctx context.Context, req *backend.RunStreamRequest,
 	if err != nil {
 		return err
 	}
-	tick := time.NewTicker(i.svc.eng.Config().CollectionInterval)
-	defer tick.Stop()
 	for {
+		collected := i.svc.eng.Collected()
 		if err := i.pushStream(ctx, sq, sender); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -93,7 +92,7 @@ func (i *Instance) RunStream(ctx context.Context, req *backend.RunStreamRequest,
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-collected:
 		}
 	}
 }

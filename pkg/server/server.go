@@ -23,6 +23,7 @@ import (
 	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/query"
+	"github.com/spangraph/spangraph/pkg/tenant"
 )
 
 // Server is the read API listening on the http address.
@@ -68,7 +69,8 @@ func (s *Server) Close() error { return s.srv.Close() }
 //   - /api/v1/…: the Prometheus-compatible API; a request reads the tenant
 //     its credentials (or, with auth off, X-Scope-OrgID) name, and a
 //     refusal is answered in Prometheus' JSON error format;
-//   - /metrics, /debug/pprof/, /-/tenants: what concerns every tenant, for
+//   - /metrics, /debug/pprof/, /-/tenants, /-/health?tenant=: what concerns
+//     every tenant (the last: one tenant's engine health, as JSON), for
 //     operators only (auth.Operator);
 //   - /-/healthy, /-/ready: probes, open;
 //   - /: a page of links for a person with a browser.
@@ -89,6 +91,14 @@ func Handler(eng *engine.Engine, q *query.Querier) http.Handler {
 	mux.Handle("/-/tenants", a.OperatorMiddleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"tenants": eng.TenantStatuses()})
+	})))
+	mux.Handle("/-/health", a.OperatorMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := r.URL.Query().Get("tenant")
+		if t == "" {
+			t = tenant.Default
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(eng.Health(t))
 	})))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Spangraph is Healthy.\n")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
@@ -71,6 +72,24 @@ func nullable(v float64) *float64 {
 	return &v
 }
 
+// latencyText is a quantile as the node graph's details show it: "245 ms",
+// or "< 100 ms" when it lies in the first bucket, below whose bound the
+// buckets say nothing more; nil when unknown.
+func latencyText(ms float64, under bool) *string {
+	if nullable(ms) == nil {
+		return nil
+	}
+	s := strconv.FormatFloat(ms, 'f', -1, 64) + " ms"
+	if under {
+		s = "< " + s
+	} else if ms >= 10 {
+		s = strconv.FormatFloat(math.Round(ms), 'f', -1, 64) + " ms"
+	} else {
+		s = strconv.FormatFloat(math.Round(ms*10)/10, 'f', -1, 64) + " ms"
+	}
+	return &s
+}
+
 func fixedColor(c string) map[string]any { return map[string]any{"mode": "fixed", "fixedColor": c} }
 
 // graphFrames are the node graph panel's frames, with the field names,
@@ -78,12 +97,13 @@ func fixedColor(c string) map[string]any { return map[string]any{"mode": "fixed"
 func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames {
 	n := len(g.Nodes)
 	ids, titles, subtitles, kinds := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	avg, rate, ok, failed, errPct, p90 := make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n)
+	avg, rate, ok, failed, errPct := make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n)
+	p90 := make([]*string, n)
 	for j, nd := range g.Nodes {
 		ids[j], titles[j], subtitles[j], kinds[j] = nd.ID, nd.Title, nd.Subtitle, nd.Kind
 		avg[j], rate[j] = nullable(nd.AvgMs), nullable(nd.Rate)
 		ok[j], failed[j] = nullable(nd.ArcSuccess), nullable(nd.ArcFailed)
-		errPct[j], p90[j] = nullable(nd.ErrorRatio*100), nullable(nd.P90Ms)
+		errPct[j], p90[j] = nullable(nd.ErrorRatio*100), latencyText(nd.P90Ms, nd.P90Under)
 	}
 	idField := data.NewField("id", nil, ids)
 	idField.Config = &data.FieldConfig{Links: i.nodeLinks(o)}
@@ -96,7 +116,7 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 		withConfig(data.NewField("arc__success", nil, ok), &data.FieldConfig{DisplayName: "Success", Color: fixedColor("green")}),
 		withConfig(data.NewField("arc__failed", nil, failed), &data.FieldConfig{DisplayName: "Failed", Color: fixedColor("red")}),
 		withConfig(data.NewField("detail__error_percent", nil, errPct), &data.FieldConfig{DisplayName: "Errors", Unit: "percent"}),
-		withConfig(data.NewField("detail__p90", nil, p90), &data.FieldConfig{DisplayName: "p90 latency", Unit: "ms"}),
+		withConfig(data.NewField("detail__p90", nil, p90), &data.FieldConfig{DisplayName: "p90 latency"}),
 		withConfig(data.NewField("detail__kind", nil, kinds), &data.FieldConfig{DisplayName: "Kind"}),
 	)
 	nodes.Meta = &data.FrameMeta{PreferredVisualization: data.VisTypeNodeGraph}
@@ -107,7 +127,8 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 
 	e := len(g.Edges)
 	eids, sources, targets, ctypes := make([]string, e), make([]string, e), make([]string, e), make([]string, e)
-	eavg, erate, eerr, ep90 := make([]*float64, e), make([]*float64, e), make([]*float64, e), make([]*float64, e)
+	eavg, erate, eerr := make([]*float64, e), make([]*float64, e), make([]*float64, e)
+	ep90 := make([]*string, e)
 	for j, ed := range g.Edges {
 		eids[j], sources[j], targets[j] = ed.ID, ed.Source, ed.Target
 		ctypes[j] = ed.ConnectionType
@@ -115,7 +136,7 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 			ctypes[j] = "rpc"
 		}
 		eavg[j], erate[j] = nullable(ed.AvgMs), nullable(ed.Rate)
-		eerr[j], ep90[j] = nullable(ed.ErrorRatio*100), nullable(ed.P90Ms)
+		eerr[j], ep90[j] = nullable(ed.ErrorRatio*100), latencyText(ed.P90Ms, ed.P90Under)
 	}
 	edges := data.NewFrame("edges",
 		data.NewField("id", nil, eids),
@@ -124,7 +145,7 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 		withConfig(data.NewField("mainstat", nil, eavg), &data.FieldConfig{DisplayName: "Average response time", Unit: "ms/r"}),
 		withConfig(data.NewField("secondarystat", nil, erate), &data.FieldConfig{DisplayName: "Requests per second", Unit: "r/sec"}),
 		withConfig(data.NewField("detail__error_percent", nil, eerr), &data.FieldConfig{DisplayName: "Errors", Unit: "percent"}),
-		withConfig(data.NewField("detail__p90", nil, ep90), &data.FieldConfig{DisplayName: "p90 latency", Unit: "ms"}),
+		withConfig(data.NewField("detail__p90", nil, ep90), &data.FieldConfig{DisplayName: "p90 latency"}),
 		withConfig(data.NewField("detail__connection_type", nil, ctypes), &data.FieldConfig{DisplayName: "Connection type"}),
 	)
 	edges.Meta = &data.FrameMeta{PreferredVisualization: data.VisTypeNodeGraph}

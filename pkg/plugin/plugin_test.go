@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -261,5 +262,23 @@ func TestRateTracker(t *testing.T) {
 	got, over := rt.last(start.Add(120 * time.Second))
 	if got != 120 || over != time.Minute {
 		t.Fatalf("got %d over %s", got, over)
+	}
+}
+
+func TestLatencyText(t *testing.T) {
+	for _, tc := range []struct {
+		ms    float64
+		under bool
+		want  string
+	}{
+		{100, true, "< 100 ms"},
+		{245.26, false, "245 ms"},
+		{3.14159, false, "3.1 ms"},
+		{math.NaN(), false, ""},
+	} {
+		got := latencyText(tc.ms, tc.under)
+		if (got == nil) != (tc.want == "") || (got != nil && *got != tc.want) {
+			t.Errorf("latencyText(%v, %v) = %v, want %q", tc.ms, tc.under, got, tc.want)
+		}
 	}
 }

@@ -52,7 +52,10 @@ type Node struct {
 	Rate       float64
 	ErrorRatio float64
 	AvgMs      float64
-	P90Ms      float64
+	// P90Ms is the p90 latency; with P90Under it is the first bucket's
+	// bound and the p90 lies somewhere below it (see quantileMs).
+	P90Ms    float64
+	P90Under bool
 	// ArcSuccess and ArcFailed sum to 1 when the node served requests.
 	ArcSuccess, ArcFailed float64
 }
@@ -64,7 +67,9 @@ type Edge struct {
 	Rate               float64
 	ErrorRatio         float64
 	AvgMs              float64
-	P90Ms              float64
+	// P90Ms and P90Under as for a Node.
+	P90Ms    float64
+	P90Under bool
 }
 
 // Graph is the service graph of a window.
@@ -240,6 +245,7 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		if count == 0 {
 			sum, count, buckets = cliSum[i], cliCount[i], cliBuckets
 		}
+		p90, under := buckets.quantileMs(0.9, i)
 		edges = append(edges, Edge{
 			ID:             k.client + "->" + k.server,
 			Source:         k.client,
@@ -248,7 +254,8 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 			Rate:           requests[i],
 			ErrorRatio:     ratio(failed[i], requests[i]),
 			AvgMs:          ratio(sum, count) * 1000,
-			P90Ms:          buckets.quantileMs(0.9, i),
+			P90Ms:          p90,
+			P90Under:       under,
 		})
 	}
 	sort.Slice(edges, func(i, j int) bool { return edges[i].ID < edges[j].ID })
@@ -263,11 +270,11 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	nodeBuckets, fallback := srvBuckets.byServer(tbl), cliBuckets.byServer(tbl)
 	for i := range g.Nodes {
 		id := g.Nodes[i].ID
-		if p := nodeBuckets.quantileMs(0.9, id); !math.IsNaN(p) {
-			g.Nodes[i].P90Ms = p
-		} else {
-			g.Nodes[i].P90Ms = fallback.quantileMs(0.9, id)
+		p, under := nodeBuckets.quantileMs(0.9, id)
+		if math.IsNaN(p) {
+			p, under = fallback.quantileMs(0.9, id)
 		}
+		g.Nodes[i].P90Ms, g.Nodes[i].P90Under = p, under
 	}
 	return g, nil
 }
@@ -352,9 +359,8 @@ func (t *edgeTable) bucketColumns(metric string, les []string, extra []*labels.M
 	return out
 }
 
-// quantileMs is histogram_quantile over edge i's buckets, in ms; NaN
-// without observations.
-func (b bucketColumns) quantileMs(q float64, i int) float64 {
+// quantileMs is quantileMs over edge i's buckets.
+func (b bucketColumns) quantileMs(q float64, i int) (float64, bool) {
 	buckets := make(promql.Buckets, 0, len(b))
 	for _, c := range b {
 		buckets = append(buckets, promql.Bucket{UpperBound: c.bound, Count: c.rates[i]})
@@ -389,12 +395,11 @@ func (b bucketColumns) byServer(t *edgeTable) serverBuckets {
 	return out
 }
 
-// quantileMs is histogram_quantile over the buckets of server, in ms; NaN
-// without observations.
-func (s serverBuckets) quantileMs(q float64, server string) float64 {
+// quantileMs is quantileMs over the buckets of server.
+func (s serverBuckets) quantileMs(q float64, server string) (float64, bool) {
 	sums, ok := s.of[server]
 	if !ok {
-		return math.NaN()
+		return math.NaN(), false
 	}
 	buckets := make(promql.Buckets, 0, len(sums))
 	for j, c := range sums {
@@ -404,10 +409,21 @@ func (s serverBuckets) quantileMs(q float64, server string) float64 {
 }
 
 // quantileMs is histogram_quantile over cumulative bucket rates, in ms:
-// NaN without observations or without a +Inf bucket.
-func quantileMs(q float64, buckets promql.Buckets) float64 {
+// NaN without observations or without a +Inf bucket. When the quantile
+// falls in the first bucket, histogram_quantile interpolates between 0
+// and its bound, a figure the data does not hold (1 ms calls would show
+// a p90 of 90 ms under Tempo's first bound of 100 ms): then it returns
+// that bound and under, meaning "below this".
+func quantileMs(q float64, buckets promql.Buckets) (ms float64, under bool) {
 	v, _, _, _, _, _ := promql.BucketQuantile(q, buckets)
-	return v * 1000
+	first := math.Inf(1)
+	for _, b := range buckets {
+		first = min(first, b.UpperBound)
+	}
+	if !math.IsNaN(v) && !math.IsInf(first, 1) && v <= first {
+		return first * 1000, true
+	}
+	return v * 1000, false
 }
 
 // ratio is a/b, NaN when b is 0.

@@ -239,8 +239,14 @@ func (p *pool) get(i int) (payload, uint64) {
 // last builds a request of exactly n spans (fewer than one payload has),
 // the end of a run of --spans: whole traces, the last one cut short.
 func (p *pool) last(opts Options, gen *Generator, n int64) (payload, error) {
+	// Traces vary in size: generate until there are n spans to cut from.
+	req := &coltracepb.ExportTraceServiceRequest{}
 	p.genMu.Lock()
-	req := gen.Request(opts.TracesPerRequest, time.Now())
+	for have := int64(0); have < n; {
+		more := gen.Request(opts.TracesPerRequest, time.Now())
+		req.ResourceSpans = append(req.ResourceSpans, more.ResourceSpans...)
+		have += spanCount(more)
+	}
 	p.genMu.Unlock()
 	for _, rs := range req.ResourceSpans {
 		for _, ss := range rs.ScopeSpans {
@@ -299,13 +305,17 @@ func encode(opts Options, req *coltracepb.ExportTraceServiceRequest) (payload, e
 		_ = zw.Close()
 		body = buf.Bytes()
 	}
-	spans := int64(0)
+	return payload{body: body, spans: spanCount(req), traceIDs: offsets}, nil
+}
+
+func spanCount(req *coltracepb.ExportTraceServiceRequest) int64 {
+	n := int64(0)
 	for _, rs := range req.ResourceSpans {
 		for _, ss := range rs.ScopeSpans {
-			spans += int64(len(ss.Spans))
+			n += int64(len(ss.Spans))
 		}
 	}
-	return payload{body: body, spans: spans, traceIDs: offsets}, nil
+	return n
 }
 
 // sender sends one payload and returns the refused span count from

@@ -10,11 +10,12 @@ import {
   TextArea,
   useStyles2,
 } from '@grafana/ui';
-import React, { ChangeEvent, KeyboardEvent, useEffect, useMemo, useRef, useState } from 'react';
+import React, { ChangeEvent, KeyboardEvent, useEffect, useRef } from 'react';
 
-import { cachingProvider, CompletionItem, Completions, getCompletions } from '../completion';
+import { CompletionItem } from '../completion';
 import { SpangraphQuery } from '../types';
 import { SubEditorProps } from './editorProps';
+import { useCompletions } from './hooks';
 
 type QueryKind = 'range' | 'instant' | 'both';
 
@@ -36,32 +37,11 @@ const FORMAT_OPTIONS: Array<{ value: NonNullable<SpangraphQuery['format']>; labe
  */
 export function PromQLEditor({ datasource, query, onChange, onRunQuery }: SubEditorProps) {
   const styles = useStyles2(getStyles);
-  const provider = useMemo(() => cachingProvider(datasource), [datasource]);
   const textarea = useRef<HTMLTextAreaElement>(null);
   const menu = useRef<HTMLDivElement>(null);
-  const [completions, setCompletions] = useState<Completions>();
-  const [active, setActive] = useState(0);
-  // Only the newest lookup may show its suggestions; older ones resolve for text that is gone.
-  const latestLookup = useRef(0);
+  const { completions, active, setActive, suggest, close: closeSuggestions } = useCompletions(datasource);
   const caretAfterAccept = useRef<number>();
   const expr = query.expr ?? '';
-
-  const suggest = (text: string, offset: number) => {
-    const id = ++latestLookup.current;
-    const show = (result?: Completions) => {
-      if (id === latestLookup.current) {
-        setCompletions(result);
-        setActive(0);
-      }
-    };
-    // A failed lookup only means no suggestions; the query itself still runs and reports errors.
-    getCompletions(text, offset, provider).then(show, () => show(undefined));
-  };
-
-  const closeSuggestions = () => {
-    latestLookup.current++;
-    setCompletions(undefined);
-  };
 
   const accept = (item: CompletionItem) => {
     if (!completions) {

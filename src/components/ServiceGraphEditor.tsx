@@ -1,29 +1,14 @@
 import { SelectableValue } from '@grafana/data';
 import { InlineField, InlineFieldRow, Input, MultiSelect, Select } from '@grafana/ui';
-import React, { useEffect, useState } from 'react';
+import React from 'react';
 
 import { CONNECTION_TYPES, QUERY_DEFAULTS } from '../types';
 import { parseIntOrUndefined, SubEditorProps } from './editorProps';
+import { useServices } from './hooks';
 import { LiveField } from './LiveField';
 
 export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery }: SubEditorProps) {
-  const [services, setServices] = useState<string[]>([]);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<string>();
-
-  useEffect(() => {
-    let current = true;
-    datasource
-      .serviceNames()
-      .then(
-        (names) => current && setServices(names),
-        (err: Error) => current && setError(`Could not load services: ${err.message}`)
-      )
-      .finally(() => current && setLoading(false));
-    return () => {
-      current = false;
-    };
-  }, [datasource]);
+  const { services, loading, error } = useServices(datasource);
 
   // Keep a typed-in or templated service (e.g. $service) selectable even though no series names it.
   const serviceOptions = [...new Set([...services, ...(query.service ? [query.service] : [])])].map((s) => ({

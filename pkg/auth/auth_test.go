@@ -416,3 +416,14 @@ func TestExposed(t *testing.T) {
 		}
 	}
 }
+
+func TestDialAddr(t *testing.T) {
+	for listen, want := range map[string]string{
+		":4317": "localhost:4317", "0.0.0.0:4318": "localhost:4318", "[::]:9097": "localhost:9097",
+		"127.0.0.1:4317": "127.0.0.1:4317", "10.1.2.3:4318": "10.1.2.3:4318", "nonsense": "nonsense",
+	} {
+		if got := DialAddr(listen, "localhost"); got != want {
+			t.Errorf("DialAddr(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}

@@ -94,3 +94,18 @@ func Exposed(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip == nil || !ip.IsLoopback()
 }
+
+// DialAddr turns a listen address into one a client can use: a wildcard
+// host (":4317", "0.0.0.0:4317", "[::]:4317") becomes host, which the
+// caller picks ("localhost" on this machine, a placeholder in advice for
+// other machines).
+func DialAddr(listen, host string) string {
+	h, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		h = host
+	}
+	return net.JoinHostPort(h, port)
+}

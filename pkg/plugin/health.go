@@ -3,13 +3,13 @@ package plugin
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
+	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/tenant"
@@ -96,25 +96,13 @@ func (i *Instance) howToSend() string {
 	}
 	var targets []string
 	if a := i.svc.eng.Receiver().GRPCAddr(); a != "" {
-		targets = append(targets, "OTLP/gRPC "+hostPort(a))
+		targets = append(targets, "OTLP/gRPC "+auth.DialAddr(a, "<grafana-host>"))
 	}
 	if a := i.svc.eng.Receiver().HTTPAddr(); a != "" {
-		targets = append(targets, "OTLP/HTTP http://"+hostPort(a)+"/v1/traces")
+		targets = append(targets, "OTLP/HTTP http://"+auth.DialAddr(a, "<grafana-host>")+"/v1/traces")
 	}
 	targets = append(targets, "Grafana's /api/datasources/uid/"+i.uid+"/resources/otlp/v1/traces")
 	return "point an OpenTelemetry SDK or Collector at " + strings.Join(targets, " or ") + header
-}
-
-// hostPort turns a wildcard listen address into one a sender can use.
-func hostPort(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "<grafana-host>"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // describeWindow names the span of time a count covers: a minute, or

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/loadgen"
@@ -238,10 +238,10 @@ func runDemo(ctx context.Context, eng *engine.Engine, apiAddr string, rate float
 	if otlpAddr == "" {
 		return errors.New("the demo sends its traffic over OTLP/HTTP: set --otlp-http")
 	}
-	api := "http://" + localhost(apiAddr)
+	api := "http://" + auth.DialAddr(apiAddr, "localhost")
 	grpcAddr := "off"
 	if a := eng.Receiver().GRPCAddr(); a != "" {
-		grpcAddr = localhost(a)
+		grpcAddr = auth.DialAddr(a, "localhost")
 	}
 	fmt.Fprintf(os.Stderr, `
 Spangraph demo is running: a web shop sends %.0f spans/s to OTLP/HTTP %s.
@@ -255,9 +255,9 @@ Series are collected every %s into %s (removed at exit unless --data-dir is give
   Your own app:  point an OpenTelemetry SDK at http://%s (OTLP/HTTP) or %s (OTLP/gRPC).
 
 Press Ctrl-C to stop.
-`, rate, otlpAddr, eng.Config().CollectionInterval, eng.Config().DataDir, api, api, api, api, api, localhost(otlpAddr), grpcAddr)
+`, rate, otlpAddr, eng.Config().CollectionInterval, eng.Config().DataDir, api, api, api, api, api, auth.DialAddr(otlpAddr, "localhost"), grpcAddr)
 	opts := loadgen.DefaultOptions()
-	opts.Endpoint = "http://" + localhost(otlpAddr)
+	opts.Endpoint = "http://" + auth.DialAddr(otlpAddr, "localhost")
 	opts.Rate = rate
 	opts.TracesPerRequest = 10
 	opts.Concurrency = 2
@@ -268,18 +268,6 @@ Press Ctrl-C to stop.
 		return nil
 	}
 	return err
-}
-
-// localhost turns a wildcard listen address into one a browser can open.
-func localhost(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "localhost"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 func runLoadgen(ctx context.Context, args []string) error {

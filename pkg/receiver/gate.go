@@ -120,10 +120,14 @@ func (r *Receiver) refuseMemory(protocol string, err error) *memoryError {
 	if !errors.As(err, &over) {
 		return nil
 	}
-	if total := over.Charged + over.Wanted; total > smallRequest && total > r.gate.limit*bigShare/4 {
+	// Only a request that would not fit in an empty gate is told never to
+	// retry: what it held may include a pooled batch's spare capacity, so
+	// one over the large requests' three quarters may still fit in a
+	// fresh batch.
+	if over.Charged+over.Wanted > r.gate.limit {
 		r.refuse("", protocol, ReasonTooLarge, over.Spans)
 		return &memoryError{never: true, msg: fmt.Sprintf(
-			"the request needs more than three quarters of receiver.max_queue_bytes (%d) of memory once decoded; send smaller batches or raise receiver.max_queue_bytes", r.gate.limit)}
+			"the request needs more than receiver.max_queue_bytes (%d) of memory once decoded; send smaller batches or raise receiver.max_queue_bytes", r.gate.limit)}
 	}
 	return r.refuseFull(protocol, over.Spans)
 }

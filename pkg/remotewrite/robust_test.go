@@ -306,12 +306,14 @@ func TestLockBoundWhileEndpointHangs(t *testing.T) {
 	var lock timedLock
 	var hang atomic.Bool
 	hang.Store(true)
-	var hung, stillHung atomic.Int64
+	var hung, hanging, stillHung atomic.Int64
 	released := make(chan struct{})
 	rec := &recorder{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hang.Load() && lock.held.Load() {
 			hung.Add(1)
+			hanging.Add(1)
+			defer hanging.Add(-1)
 			select {
 			case <-r.Context().Done():
 			case <-released:
@@ -326,6 +328,11 @@ func TestLockBoundWhileEndpointHangs(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
+		// The queues' hard stop may finish after Stop returns (up to the
+		// flush deadline); a sender that gives up does so by then.
+		for end := time.Now().Add(5 * time.Second); hanging.Load() > 0 && time.Now().Before(end); {
+			time.Sleep(20 * time.Millisecond)
+		}
 		close(released)
 		if n := stillHung.Load(); n > 0 {
 			t.Errorf("%d requests were still waiting on the hung endpoint: their sender never gave up", n)

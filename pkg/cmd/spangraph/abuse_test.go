@@ -81,8 +81,10 @@ tenant_idle_timeout: 5s
 
 	// Live ingestion: the one tenant that must never lose a span.
 	run(func(ctx context.Context) {
-		body, _ := proto.Marshal(request("live"))
 		for ctx.Err() == nil {
+			// Fresh spans each time: the same ones would fall outside
+			// ingestion_slack after 30 s and be refused in partial_success.
+			body, _ := proto.Marshal(request("live"))
 			code, err := post(client, "http://"+s.otlpHTTP+"/v1/traces", body, "application/x-protobuf", nil)
 			switch {
 			case err != nil:
@@ -143,8 +145,8 @@ tenant_idle_timeout: 5s
 
 	// More tenants than max_tenants, each briefly.
 	run(func(ctx context.Context) {
-		body, _ := proto.Marshal(request("crowd"))
 		for i := 0; ctx.Err() == nil; i++ {
+			body, _ := proto.Marshal(request("crowd"))
 			code, err := post(client, "http://"+s.otlpHTTP+"/v1/traces", body, "application/x-protobuf",
 				map[string]string{"X-Scope-OrgID": fmt.Sprintf("crowd-%d", i%12)})
 			if err != nil {

@@ -79,6 +79,7 @@ collection_interval = 15s
 retention = 24h
 max_exemplars =
 max_tenants =
+tenant_idle_timeout =
 memory_limit =
 log_level = info
 remote_write_url =

@@ -98,6 +98,17 @@ var settings = []setting{
 		field:        func(c *Config) any { return &c.RemoteWrite }},
 }
 
+// EnvKeys are the keys the plugin reads from GF_PLUGIN_<KEY> (lower
+// case, config_file first): the keys its [plugin.<id>] section of
+// grafana.ini must list, since Grafana passes only those to the plugin.
+func EnvKeys() []string {
+	out := []string{"config_file"}
+	for _, s := range settings {
+		out = append(out, s.env)
+	}
+	return out
+}
+
 // settingByFlag finds the setting of a flag; false for flags of no key
 // (--config, a command's own).
 func settingByFlag(name string) (setting, bool) {

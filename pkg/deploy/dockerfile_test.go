@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spangraph/spangraph/pkg/config"
 )
 
 type instruction struct {
@@ -259,6 +261,13 @@ func checkDockerfile(f repoFiles, pi pluginInfo, p *problems) dockerfile {
 		d.grafanaIni = iniSections(g)["plugin."+pi.ID]
 		if d.grafanaIni == nil {
 			p.add("Dockerfile: stage grafana writes no [plugin.%s] section into grafana.ini", pi.ID)
+		}
+		// Grafana passes GF_PLUGIN_<KEY> to the plugin only for keys of
+		// the section: each key the plugin reads must be there.
+		for _, k := range config.EnvKeys() {
+			if _, ok := d.grafanaIni[k]; d.grafanaIni != nil && !ok {
+				p.add("Dockerfile: grafana.ini's [plugin.%s] has no key %s: GF_PLUGIN_%s would never reach the plugin", pi.ID, k, strings.ToUpper(k))
+			}
 		}
 		d.dataPath = envOf(g)["GF_PATHS_DATA"]
 		if d.dataPath == "" {

@@ -51,7 +51,7 @@ func (q *Querier) labelQuery(ctx context.Context, tenant string, sets [][]*label
 	queryable, _ := q.source.Queryable(tenant)
 	sq, err := queryable.Querier(mint, maxt)
 	if err != nil {
-		return nil, &Error{Type: ErrorInternal, Err: err}
+		return nil, storeError(err)
 	}
 	defer sq.Close()
 	if len(sets) == 0 {
@@ -89,7 +89,7 @@ func (q *Querier) Series(ctx context.Context, tenant string, sets [][]*labels.Ma
 	queryable, _ := q.source.Queryable(tenant)
 	sq, err := queryable.Querier(mint, maxt)
 	if err != nil {
-		return nil, &Error{Type: ErrorInternal, Err: err}
+		return nil, storeError(err)
 	}
 	defer sq.Close()
 	hints := &storage.SelectHints{Start: mint, End: maxt, Func: "series"}
@@ -146,7 +146,7 @@ func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end
 	_, exq := q.source.Queryable(tenant)
 	eq, err := exq.ExemplarQuerier(ctx)
 	if err != nil {
-		return nil, &Error{Type: ErrorInternal, Err: err}
+		return nil, storeError(err)
 	}
 	res, err := eq.Select(start.UnixMilli(), end.UnixMilli(), selectors...)
 	if err != nil {

@@ -143,6 +143,17 @@ func classify(err error) error {
 	return &Error{Type: ErrorExec, Err: err}
 }
 
+// storeError is a tenant's store that could not be opened for reading:
+// the tenant's own answer when it has one (max_tenants: retry later; a
+// quarantined store), else an internal error.
+func storeError(err error) error {
+	var status interface{ HTTPStatus() int }
+	if errors.As(err, &status) {
+		return classify(err)
+	}
+	return &Error{Type: ErrorInternal, Err: err}
+}
+
 // Result is an evaluated expression.
 type Result struct {
 	Value    parser.Value

@@ -250,9 +250,12 @@ func TestStoreRefusalsKeepTheirMeaning(t *testing.T) {
 	} {
 		q := NewQuerier(failingSource{statusErr(tc.status)}, DefaultConfig(), slog.New(slog.DiscardHandler), nil)
 		_, err := q.Instant(context.Background(), "t", "up", time.Now())
-		var qe *Error
-		if !errors.As(err, &qe) || qe.Type != tc.want {
-			t.Errorf("status %d: error %v, want errorType %s", tc.status, err, tc.want)
+		_, metaErr := q.LabelNames(context.Background(), "t", nil, 0, time.Now().UnixMilli())
+		for what, err := range map[string]error{"PromQL": err, "label names": metaErr} {
+			var qe *Error
+			if !errors.As(err, &qe) || qe.Type != tc.want {
+				t.Errorf("%s, status %d: error %v, want errorType %s", what, tc.status, err, tc.want)
+			}
 		}
 	}
 }

@@ -48,7 +48,7 @@ func (w timeWindow) querier() (storage.Querier, error) {
 	// mint+1: a range selector's window is open on the left.
 	querier, err := w.queryable.Querier(w.mint+1, w.maxt)
 	if err != nil {
-		return nil, &Error{Type: ErrorInternal, Err: err}
+		return nil, storeError(err)
 	}
 	return querier, nil
 }

@@ -38,22 +38,36 @@ func (q *Querier) LabelValues(ctx context.Context, tenant, name string, sets [][
 	})
 }
 
+// openStore takes a query slot and opens tenant's store over [mint,
+// maxt]. done closes the store, frees the slot and classifies the error
+// the caller returns; call it exactly once when err is nil.
+func (q *Querier) openStore(ctx context.Context, tenant string, mint, maxt int64) (_ context.Context, _ storage.Querier, done func(error) error, err error) {
+	ctx, release, err := q.begin(ctx)
+	if err != nil {
+		return ctx, nil, nil, q.finish(ctx, err)
+	}
+	queryable, _ := q.source.Queryable(tenant)
+	sq, err := queryable.Querier(mint, maxt)
+	if err != nil {
+		release()
+		return ctx, nil, nil, q.finish(ctx, storeError(err))
+	}
+	return ctx, sq, func(err error) error {
+		_ = sq.Close()
+		release()
+		return q.finish(ctx, err)
+	}, nil
+}
+
 // labelQuery runs f once per matcher set (or once without matchers), in a
 // query slot, and merges the sorted, de-duplicated results.
 func (q *Querier) labelQuery(ctx context.Context, tenant string, sets [][]*labels.Matcher, mint, maxt int64,
 	f func(context.Context, storage.Querier, []*labels.Matcher) ([]string, error)) (_ []string, err error) {
-	ctx, done, err := q.begin(ctx)
+	ctx, sq, done, err := q.openStore(ctx, tenant, mint, maxt)
 	if err != nil {
-		return nil, q.finish(ctx, err)
+		return nil, err
 	}
-	defer done()
-	defer func() { err = q.finish(ctx, err) }()
-	queryable, _ := q.source.Queryable(tenant)
-	sq, err := queryable.Querier(mint, maxt)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	defer sq.Close()
+	defer func() { err = done(err) }()
 	if len(sets) == 0 {
 		sets = [][]*labels.Matcher{nil}
 	}
@@ -80,18 +94,11 @@ func (q *Querier) labelQuery(ctx context.Context, tenant string, sets [][]*label
 
 // Series returns the series matching any of sets, in a query slot.
 func (q *Querier) Series(ctx context.Context, tenant string, sets [][]*labels.Matcher, mint, maxt int64) (_ []labels.Labels, err error) {
-	ctx, done, err := q.begin(ctx)
+	ctx, sq, done, err := q.openStore(ctx, tenant, mint, maxt)
 	if err != nil {
-		return nil, q.finish(ctx, err)
+		return nil, err
 	}
-	defer done()
-	defer func() { err = q.finish(ctx, err) }()
-	queryable, _ := q.source.Queryable(tenant)
-	sq, err := queryable.Querier(mint, maxt)
-	if err != nil {
-		return nil, storeError(err)
-	}
-	defer sq.Close()
+	defer func() { err = done(err) }()
 	hints := &storage.SelectHints{Start: mint, End: maxt, Func: "series"}
 	var selected []storage.SeriesSet
 	for _, ms := range sets {

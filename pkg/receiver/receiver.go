@@ -52,8 +52,9 @@ type Config struct {
 	// MaxRequestBytes caps a request body, after decompression too.
 	MaxRequestBytes int `yaml:"max_request_bytes"`
 	// MaxQueueBytes caps the memory of requests being read, decoded or
-	// waiting to be processed, counted as decoded (default 256 MiB). It is
-	// one budget for the whole receiver.
+	// waiting to be processed, counted as decoded. It is one budget for
+	// the whole receiver; requests over 1 MiB decoded may fill only three
+	// quarters of it (see gate). pkg/config sizes it from memory_limit.
 	MaxQueueBytes int `yaml:"max_queue_bytes"`
 	// Workers is the number of processing goroutines; 0 means GOMAXPROCS.
 	Workers int `yaml:"workers"`

@@ -9,10 +9,18 @@ import (
 )
 
 func TestWrite(t *testing.T) {
+	for name, replace := range map[string]func(string, func(io.Writer) error) error{
+		"synced": Write, "unsynced": WriteUnsynced,
+	} {
+		t.Run(name, func(t *testing.T) { testReplace(t, replace) })
+	}
+}
+
+func testReplace(t *testing.T, replace func(string, func(io.Writer) error) error) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "f")
 	write := func(content string, fail error) error {
-		return Write(path, func(w io.Writer) error {
+		return replace(path, func(w io.Writer) error {
 			if _, err := io.WriteString(w, content); err != nil {
 				return err
 			}
@@ -40,7 +48,7 @@ func TestWrite(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("%d files in the directory, want only f", len(entries))
 	}
-	if err := Write(filepath.Join(dir, "missing", "f"), func(io.Writer) error { return nil }); err == nil {
+	if err := replace(filepath.Join(dir, "missing", "f"), func(io.Writer) error { return nil }); err == nil {
 		t.Error("writing into a missing directory succeeded")
 	}
 }

@@ -37,6 +37,12 @@ type Config struct {
 	HTTP     string `yaml:"http"`
 	// CollectionInterval is how often series are written to the store.
 	CollectionInterval time.Duration `yaml:"collection_interval"`
+	// CheckpointInterval is how often the series counted since the last
+	// collection are saved to disk, which bounds what a crash loses; 0
+	// saves none, and a crash loses up to a collection interval; so does
+	// one not shorter than the collection interval, which bounds the loss
+	// as well on its own.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// Retention is how long the store keeps samples.
 	Retention time.Duration `yaml:"retention"`
 	// MaxExemplars sizes the exemplar store of each tenant; 0 disables.
@@ -88,6 +94,7 @@ func Default() Config {
 		OTLPHTTP:           "127.0.0.1:4318",
 		HTTP:               "127.0.0.1:9097",
 		CollectionInterval: 15 * time.Second,
+		CheckpointInterval: time.Second,
 		Retention:          24 * time.Hour,
 		MaxExemplars:       100_000,
 		MaxTenants:         100,
@@ -138,6 +145,8 @@ func (c *Config) Validate() error {
 		return errors.New("data_dir: required")
 	case c.CollectionInterval < time.Second:
 		return fmt.Errorf("collection_interval: must be at least 1s, got %s", c.CollectionInterval)
+	case c.CheckpointInterval < 0 || (c.CheckpointInterval > 0 && c.CheckpointInterval < 100*time.Millisecond):
+		return fmt.Errorf("checkpoint_interval: must be 0 (none) or at least 100ms, got %s", c.CheckpointInterval)
 	case c.Retention < c.CollectionInterval:
 		return fmt.Errorf("retention: must be at least collection_interval (%s), got %s", c.CollectionInterval, c.Retention)
 	case c.MaxExemplars < 0:

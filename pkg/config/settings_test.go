@@ -57,6 +57,7 @@ func TestFlagsAndEnvSetEveryKey(t *testing.T) {
 		"otlp_http":           "127.0.0.1:2",
 		"http":                "127.0.0.1:3",
 		"collection_interval": "2s",
+		"checkpoint_interval": "500ms",
 		"retention":           "48h",
 		"max_exemplars":       "7",
 		"max_tenants":         "3",

@@ -67,6 +67,9 @@ type Instance struct {
 	// from catching up to live shipping, so that no collection falls
 	// between the two. One tenant's slow endpoint never holds another's.
 	collectMu sync.Mutex
+	// checkpointFailing: the last checkpoint failed (logged once until
+	// one works again); guarded by collectMu.
+	checkpointFailing bool
 }
 
 // LastCollection returns the time of the last successful collection.
@@ -198,6 +201,10 @@ func (e *Engine) Start() error {
 	// Service-graph edges whose wait is over are settled every second;
 	// each call only touches what is due.
 	go e.every(time.Second, e.expireAll)
+	if e.checkpointing() {
+		e.loops.Add(1)
+		go e.every(e.cfg.CheckpointInterval, e.checkpointAll)
+	}
 	if idle := e.cfg.TenantIdleTimeout; idle > 0 {
 		e.loops.Add(1)
 		go e.every(min(max(idle/4, 100*time.Millisecond), time.Minute), e.evictIdle)
@@ -399,6 +406,8 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 			}
 		}
 	}
+	// Every metric is registered now: restore what a crash interrupted.
+	e.restoreCheckpoint(inst)
 	if len(e.cfg.RemoteWrite) > 0 {
 		// Remote write switches from catching up to live shipping between
 		// two collections, hence the collection lock.

@@ -419,6 +419,7 @@ func (e *Engine) closeIdle(inst *Instance) bool {
 	for _, v := range []interface{ DeleteLabelValues(...string) bool }{activeSeries, overflowed, collectionDuration, collectionFailures} {
 		v.DeleteLabelValues(inst.Tenant)
 	}
+	forgetCheckpointMetrics(inst.Tenant)
 	receiver.ForgetTenant(inst.Tenant)
 	e.limits.Forget(inst.Tenant)
 	tenantsClosed.Inc()

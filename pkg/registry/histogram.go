@@ -210,3 +210,48 @@ func (h *Histogram) collectOne(c *collector, s *histogramSeries) bool {
 	s.hasExemplar = false
 	return true
 }
+
+func (h *Histogram) section() section {
+	return section{kind: kindHistogram, name: h.name, labelNames: h.labelNames, bounds: h.bounds, counters: h.counters}
+}
+
+// The floats of a histogram series: its non-cumulative buckets (+Inf
+// last), sum, count and companion counters.
+func (h *Histogram) eachUpdated(since int64, f func(flags byte, values []string, floats []float64)) {
+	floats := make([]float64, 0, len(h.les)+2+len(h.counters))
+	emit := func(s *histogramSeries, flags byte) {
+		if s.lastUpdate.Load() < since {
+			return
+		}
+		if s.isNew {
+			flags |= flagNew
+		}
+		floats = append(append(append(floats[:0], s.buckets...), s.sum, s.count), s.counters...)
+		f(flags, s.values, floats)
+	}
+	each(&h.series, func(s *histogramSeries) { emit(s, 0) })
+	h.overflowMu.Lock()
+	defer h.overflowMu.Unlock()
+	if h.overflow != nil {
+		emit(h.overflow, flagOverflow)
+	}
+}
+
+func (h *Histogram) restore(flags byte, values []string, floats []float64) bool {
+	now := h.reg.now.Load()
+	nb := len(h.les)
+	set := func(s *histogramSeries) {
+		copy(s.buckets, floats[:nb])
+		s.sum, s.count = floats[nb], floats[nb+1]
+		copy(s.counters, floats[nb+2:])
+		s.isNew = flags&flagNew != 0
+		s.lastUpdate.Store(now)
+	}
+	if flags&flagOverflow != 0 {
+		h.overflowMu.Lock()
+		set(h.overflowSeries())
+		h.overflowMu.Unlock()
+		return true
+	}
+	return restoreInto(&h.series, &h.base, values, h.seriesPerSet(), h.storedPerSet(), h.create, set)
+}

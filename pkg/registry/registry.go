@@ -79,6 +79,15 @@ type Registry struct {
 	// now is a coarse clock (unix ms) for staleness, set at each
 	// collection, so that updates need not read the time.
 	now atomic.Int64
+	// checkpointSince (unix ms) is the collection before the last one:
+	// a checkpoint writes the series updated since. Not the last one: an
+	// update that read the clock just before a collection set it may land
+	// after that collection passed its series, stamped with the old time.
+	checkpointSince atomic.Int64
+	// cpBuf and cpBody are the last checkpoint's buffers, reused; cpMu
+	// guards them.
+	cpMu          sync.Mutex
+	cpBuf, cpBody []byte
 	// pool is the process's memory share for series, which every
 	// tenant's registry draws on; nil means no bound but the cap.
 	pool *budget.Pool
@@ -293,12 +302,20 @@ func truncate(s string, max int) string {
 
 // admit reports whether n new active series, which write stored series
 // to the store, fit under the cap and in the memory pool and, if so,
-// counts them.
+// counts them; if not, the update that wanted them counts as overflowed.
 func (b *base) admit(n, stored int64) bool {
+	if b.fits(n, stored) {
+		return true
+	}
+	b.reg.overflowed.Add(1)
+	return false
+}
+
+// fits is admit without counting a refusal.
+func (b *base) fits(n, stored int64) bool {
 	r := b.reg
 	cost := stored * StoredSeriesBytes
 	if !r.pool.Take(cost) {
-		r.overflowed.Add(1)
 		return false
 	}
 	max := int64(r.cfg.MaxActiveSeries)
@@ -306,7 +323,6 @@ func (b *base) admit(n, stored int64) bool {
 		have := r.active.Load()
 		if max > 0 && have+n > max {
 			r.pool.Give(cost)
-			r.overflowed.Add(1)
 			return false
 		}
 		if r.active.CompareAndSwap(have, have+n) {
@@ -438,7 +454,7 @@ type CollectStats struct {
 func (r *Registry) Collect(app storage.Appender, now time.Time) (CollectStats, error) {
 	start := time.Now()
 	ts := now.UnixMilli()
-	r.now.Store(ts)
+	r.checkpointSince.Store(r.now.Swap(ts))
 	// Tempo's convention: the zero lands at the end of the previous
 	// minute, so that downsampling never merges it with the first value;
 	// but never at or before the floor. Between the floor and this

@@ -138,3 +138,50 @@ func (m *scalar) collectOne(c *collector, s *scalarSeries) bool {
 	c.append(&s.ref, s.labels, c.ts, s.value)
 	return true
 }
+
+func (m *scalar) section() section {
+	kind := kindGauge
+	switch {
+	case m.isCounter:
+		kind = kindCounter
+	case m.pairs:
+		kind = kindInfoGauge
+	}
+	return section{kind: kind, name: m.name, labelNames: m.labelNames}
+}
+
+func (m *scalar) eachUpdated(since int64, f func(flags byte, values []string, floats []float64)) {
+	var v [1]float64
+	emit := func(s *scalarSeries, flags byte) {
+		if s.lastUpdate.Load() < since {
+			return
+		}
+		if s.isNew {
+			flags |= flagNew
+		}
+		v[0] = s.value
+		f(flags, s.values, v[:])
+	}
+	each(&m.series, func(s *scalarSeries) { emit(s, 0) })
+	m.overflowMu.Lock()
+	defer m.overflowMu.Unlock()
+	if m.overflow != nil {
+		emit(m.overflow, flagOverflow)
+	}
+}
+
+func (m *scalar) restore(flags byte, values []string, floats []float64) bool {
+	now := m.reg.now.Load()
+	set := func(s *scalarSeries) {
+		s.value = floats[0]
+		s.isNew = flags&flagNew != 0
+		s.lastUpdate.Store(now)
+	}
+	if flags&flagOverflow != 0 {
+		m.overflowMu.Lock()
+		set(m.overflowSeries())
+		m.overflowMu.Unlock()
+		return true
+	}
+	return restoreInto(&m.series, &m.base, values, 1, 1, m.create, set)
+}

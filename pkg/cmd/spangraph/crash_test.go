@@ -33,6 +33,7 @@ func TestServeHardening(t *testing.T) {
 		"unwritable_data_dir":            testUnwritableDataDir,
 		"disk_full":                      testDiskFull,
 		"tenant_lifecycle":               testTenantLifecycle,
+		"crash_after_checkpoint":         testCrashAfterCheckpoint,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -374,5 +375,46 @@ func fill(t *testing.T, path string) {
 				break
 			}
 		}
+	}
+}
+
+// testCrashAfterCheckpoint: spans counted after the last collection are
+// saved by the next checkpoint, so kill -9 right after it loses none. A
+// series already stored continues without a reset (its restored value is
+// not counted twice); one never collected before the crash gets its
+// leading zero.
+func testCrashAfterCheckpoint(t *testing.T, bin string) {
+	dataDir := t.TempDir()
+	args := []string{"--collection-interval", "3s", "--checkpoint-interval", "100ms"}
+	srv := startServer(t, bin, dataDir, args...)
+	if code := sendSpans(t, srv.otlpHTTP, "stored", nil); code != http.StatusOK {
+		t.Fatalf("send: %d", code)
+	}
+	waitCalls(t, srv.http, "stored", 3) // collected: within ~200ms of a collection
+	for _, svc := range []string{"stored", "new"} {
+		if code := sendSpans(t, srv.otlpHTTP, svc, nil); code != http.StatusOK {
+			t.Fatalf("send: %d", code)
+		}
+	}
+	// Several checkpoints, and no collection (the next is ~2.5s away).
+	time.Sleep(600 * time.Millisecond)
+	if got := calls(t, srv.http, "new"); got != 0 {
+		t.Fatalf("a collection ran before the kill (new has %v calls): the test needs the kill between a checkpoint and a collection", got)
+	}
+	srv.kill9(t)
+
+	srv2 := startServer(t, bin, dataDir, args...)
+	// The tenant opens on its first query.
+	waitCalls(t, srv2.http, "new", 3)
+	waitCalls(t, srv2.http, "stored", 6)
+	waitLog(t, srv2, `restored the series counted between the last collection and a crash.*series=\d`)
+	resets := instant(t, srv2.http, `sum by (service) (resets(traces_spanmetrics_calls_total[5m]))`, "service")
+	if resets["stored"] != 0 {
+		t.Errorf("the stored series shows %v resets after the restore; its restored value would be counted twice", resets["stored"])
+	}
+	// increase() sees all of "new", thanks to its leading zero.
+	points := instant(t, srv2.http, `sum by (service) (count_over_time(traces_spanmetrics_calls_total[5m]))`, "service")
+	if points["new"] < 2*2 { // two status series, each a zero and a value
+		t.Errorf("new has %v samples, want its leading zeros and values", points["new"])
 	}
 }

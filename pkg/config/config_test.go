@@ -32,6 +32,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"spanmetrics:\n  histogram_buckets: [1, 0.5]", "spanmetrics.histogram_buckets[1]"},
 		{"servicegraph:\n  wait: 0s", "servicegraph.wait"},
 		{"servicegraph:\n  dimensions: [a.b, a_b]", "servicegraph.dimensions"},
+		{"servicegraph:\n  virtual_node_latency: average", `servicegraph.virtual_node_latency: "average" is not zero, omit or mirror`},
+		{"spanmetrics:\n  enable_tracestate_span_multiplier: maybe", "cannot unmarshal"},
 		{"checkpoint_interval: 10ms", "checkpoint_interval: must be 0 (none) or at least 100ms"},
 		{"max_tenants: 0", "max_tenants"},
 		{"query:\n  max_samples: -1", "query.max_samples: must be positive"},

@@ -65,12 +65,37 @@ type Config struct {
 	// DatabaseNameAttributes mark a client span as a database call, which
 	// becomes an edge at once since databases send no spans.
 	DatabaseNameAttributes []string `yaml:"database_name_attributes"`
-	// SpanMultiplierKey names a numeric attribute that weighs each span
-	// (for traces sampled upstream). The W3C tracestate "ot=th:" sampling
-	// threshold is honoured as well.
-	SpanMultiplierKey string              `yaml:"span_multiplier_key"`
-	FilterPolicies    []spanfilter.Policy `yaml:"filter_policies"`
+	// SpanMultiplierKey names a double attribute, on the span or else on
+	// its resource, holding the ratio at which the span was sampled
+	// upstream: an edge counts as 1/ratio requests, as in Tempo
+	// (processor.SpanMultiplier).
+	SpanMultiplierKey string `yaml:"span_multiplier_key"`
+	// EnableTraceStateSpanMultiplier reads the W3C tracestate "ot=th:"
+	// sampling threshold first, Tempo's key of the same name.
+	EnableTraceStateSpanMultiplier bool                `yaml:"enable_tracestate_span_multiplier"`
+	FilterPolicies                 []spanfilter.Policy `yaml:"filter_policies"`
+	// VirtualNodeLatency says what a virtual_node edge records for the
+	// side that sent no span (the user's client of a root span, the
+	// uninstrumented server a client calls): VirtualNodeLatencyZero,
+	// VirtualNodeLatencyOmit or VirtualNodeLatencyMirror.
+	VirtualNodeLatency string `yaml:"virtual_node_latency"`
 }
+
+// The values of virtual_node_latency.
+const (
+	// VirtualNodeLatencyZero records the unseen side as a zero-second
+	// observation, as Tempo does: its series are Tempo's, but a zero
+	// drags that side's averages and quantiles down.
+	VirtualNodeLatencyZero = "zero"
+	// VirtualNodeLatencyOmit records only the side that was seen: the
+	// unseen side's histogram has no observation for the edge.
+	VirtualNodeLatencyOmit = "omit"
+	// VirtualNodeLatencyMirror records the seen side's duration for the
+	// unseen side too, as Tempo does for database edges: the client's
+	// measured time stands for the uninstrumented server's, the root
+	// span's for its user's (a lower bound).
+	VirtualNodeLatencyMirror = "mirror"
+)
 
 // DefaultBuckets are 0.1 × 2^k s for k = 0..7, Tempo's defaults.
 func DefaultBuckets() []float64 {
@@ -93,6 +118,7 @@ func DefaultConfig() Config {
 		HistogramBuckets:       DefaultBuckets(),
 		PeerAttributes:         []string{"peer.service", "db.name", "db.system", "db.system.name"},
 		DatabaseNameAttributes: []string{"db.namespace", "db.name", "db.system", "db.system.name"},
+		VirtualNodeLatency:     VirtualNodeLatencyZero,
 	}
 }
 
@@ -109,6 +135,12 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if err := processor.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
 		return err
+	}
+	switch c.VirtualNodeLatency {
+	case VirtualNodeLatencyZero, VirtualNodeLatencyOmit, VirtualNodeLatencyMirror:
+	default:
+		return fmt.Errorf("%s.virtual_node_latency: %q is not %s, %s or %s", prefix, c.VirtualNodeLatency,
+			VirtualNodeLatencyZero, VirtualNodeLatencyOmit, VirtualNodeLatencyMirror)
 	}
 	for _, list := range []struct {
 		key   string

@@ -64,9 +64,9 @@ func TestPendingSurviveRestart(t *testing.T) {
 	checkSeries(t, got, map[string]series{
 		total:    {feBeRoute: 2, `{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 		failed:   {feBeRoute: 1},
-		srvCount: {feBeRoute: 2},
+		srvCount: {feBeRoute: 2, `{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 		cliCount: {feBeRoute: 2, `{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
-		srvSum:   {feBeRoute: 0.16},
+		srvSum:   {feBeRoute: 0.16, `{client="fe",connection_type="virtual_node",server="stripe"}`: 0},
 		cliSum:   {feBeRoute: 0.2, `{client="fe",connection_type="virtual_node",server="stripe"}`: 0.1},
 	})
 	if st := after.Stats(); st.Pending != 1 || st.Completed != 3 {

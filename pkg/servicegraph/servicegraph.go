@@ -370,7 +370,7 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans, now int64) {
 			service: service,
 			start:   s.Start,
 			end:     s.End,
-			weight:  processor.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s),
+			weight:  processor.SpanMultiplier(p.cfg.SpanMultiplierKey, p.cfg.EnableTraceStateSpanMultiplier, rs.Attributes, s),
 			kind:    s.Kind,
 			failed:  s.StatusCode == otlp.StatusError,
 			root:    !s.HasParent(),
@@ -618,9 +618,9 @@ type edge struct {
 	weight                 float64
 }
 
-// record writes an edge to the registry. Only the sides that were seen get
-// a latency observation: a virtual node's duration was never measured, and
-// a zero would drag its averages down.
+// record writes an edge to the registry. Both latency histograms get an
+// observation, as in Tempo; on a virtual_node edge the side that sent no
+// span gets what virtual_node_latency says (see observeLatency).
 func (p *Processor) record(st *state, e *edge, client, server, conn, vnode string) {
 	vals := st.vals
 	vals[0], vals[1], vals[2] = client, server, conn
@@ -645,12 +645,8 @@ func (p *Processor) record(st *state, e *edge, client, server, conn, vnode strin
 	if (c != nil && c.failed) || (s != nil && s.failed) {
 		p.failed.Add(lv, w)
 	}
-	if c != nil {
-		p.clientSeconds.Observe(lv, seconds(c.start, c.end), w, e.trace, int64(c.end/1e6))
-	}
-	if s != nil {
-		p.serverSeconds.Observe(lv, seconds(s.start, s.end), w, e.trace, int64(s.end/1e6))
-	}
+	p.observeLatency(p.clientSeconds, lv, c, s, w, e.trace)
+	p.observeLatency(p.serverSeconds, lv, s, c, w, e.trace)
 	if p.messagingSec != nil && conn == ConnectionMessaging && c != nil && s != nil {
 		// A consumer that starts before its producer ends means skewed
 		// clocks; Tempo skips those rather than record a zero.
@@ -659,6 +655,27 @@ func (p *Processor) record(st *state, e *edge, client, server, conn, vnode strin
 		}
 	}
 	st.completed++
+}
+
+// observeLatency records the latency of one side of an edge in h: side's
+// duration when it was seen, else (a virtual node, whose other side, seen,
+// is never nil) by virtual_node_latency: zero seconds as Tempo records it,
+// seen's duration (mirror), or nothing (omit). The exemplar of an unseen
+// side carries the seen side's end time.
+func (p *Processor) observeLatency(h *registry.Histogram, lv registry.LabelValues, side, seen *half, w float64, trace *[16]byte) {
+	d := 0.0
+	switch {
+	case side != nil:
+		d = seconds(side.start, side.end)
+	case p.cfg.VirtualNodeLatency == VirtualNodeLatencyOmit:
+		return
+	case p.cfg.VirtualNodeLatency == VirtualNodeLatencyMirror:
+		d = seconds(seen.start, seen.end)
+	}
+	if side == nil {
+		side = seen
+	}
+	h.Observe(lv, d, w, trace, int64(side.end/1e6))
 }
 
 // countSide adds one span of service to a counter labelled by its side.

@@ -235,6 +235,35 @@ func TestPairing(t *testing.T) {
 				total:    {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 				cliCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 				cliSum:   {`{client="fe",connection_type="virtual_node",server="stripe"}`: 0.1},
+				// Tempo's rule: the uninstrumented server as a zero.
+				srvCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				srvSum:   {`{client="fe",connection_type="virtual_node",server="stripe"}`: 0},
+			},
+			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
+		},
+		{
+			name:    "virtual server, virtual_node_latency omit: only the client side",
+			cfg:     func(c *Config) { c.VirtualNodeLatency = VirtualNodeLatencyOmit },
+			pushes:  [][]res{{fe(client(1, otlptest.Str("peer.service", "stripe")))}},
+			advance: wait,
+			want: map[string]series{
+				total:    {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				cliCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				cliSum:   {`{client="fe",connection_type="virtual_node",server="stripe"}`: 0.1},
+			},
+			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
+		},
+		{
+			name:    "virtual server, virtual_node_latency mirror: the client's duration for both",
+			cfg:     func(c *Config) { c.VirtualNodeLatency = VirtualNodeLatencyMirror },
+			pushes:  [][]res{{fe(client(1, otlptest.Str("peer.service", "stripe")))}},
+			advance: wait,
+			want: map[string]series{
+				total:    {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				cliCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				cliSum:   {`{client="fe",connection_type="virtual_node",server="stripe"}`: 0.1},
+				srvCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				srvSum:   {`{client="fe",connection_type="virtual_node",server="stripe"}`: 0.1},
 			},
 			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
 		},
@@ -246,6 +275,7 @@ func TestPairing(t *testing.T) {
 			want: map[string]series{
 				total:    {`{client="fe",connection_type="virtual_node",server="billing"}`: 1},
 				cliCount: {`{client="fe",connection_type="virtual_node",server="billing"}`: 1},
+				srvCount: {`{client="fe",connection_type="virtual_node",server="billing"}`: 1},
 			},
 			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
 		},
@@ -256,8 +286,35 @@ func TestPairing(t *testing.T) {
 				total:    {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				srvSum:   {`{client="user",connection_type="virtual_node",server="be"}`: 0.08},
+				// Tempo's rule: the user's client side as a zero.
+				cliCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				cliSum:   {`{client="user",connection_type="virtual_node",server="be"}`: 0},
 			},
 			stats: Stats{Completed: 1, Virtual: 1}, // at once: a root span can never pair
+		},
+		{
+			name:   "virtual client, virtual_node_latency omit: only the server side",
+			cfg:    func(c *Config) { c.VirtualNodeLatency = VirtualNodeLatencyOmit },
+			pushes: [][]res{{be(with(server(1), func(s *sp) { s.parent = 0 }))}},
+			want: map[string]series{
+				total:    {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				srvSum:   {`{client="user",connection_type="virtual_node",server="be"}`: 0.08},
+			},
+			stats: Stats{Completed: 1, Virtual: 1},
+		},
+		{
+			name:   "virtual client, virtual_node_latency mirror: the server's duration for both",
+			cfg:    func(c *Config) { c.VirtualNodeLatency = VirtualNodeLatencyMirror },
+			pushes: [][]res{{be(with(server(1), func(s *sp) { s.parent = 0 }))}},
+			want: map[string]series{
+				total:    {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				srvSum:   {`{client="user",connection_type="virtual_node",server="be"}`: 0.08},
+				cliCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				cliSum:   {`{client="user",connection_type="virtual_node",server="be"}`: 0.08},
+			},
+			stats: Stats{Completed: 1, Virtual: 1},
 		},
 		{
 			name:   "virtual client named by the root server's peer",
@@ -265,6 +322,7 @@ func TestPairing(t *testing.T) {
 			want: map[string]series{
 				total:    {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
+				cliCount: {`{client="mobile-app",connection_type="virtual_node",server="be"}`: 1},
 			},
 			stats: Stats{Completed: 1, Virtual: 1}, // at once: a root span can never pair
 		},
@@ -274,6 +332,7 @@ func TestPairing(t *testing.T) {
 			want: map[string]series{
 				total:    {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				cliCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
 			},
 			stats: Stats{Completed: 1, Virtual: 1}, // at once: a root span can never pair
 		},
@@ -303,6 +362,7 @@ func TestPairing(t *testing.T) {
 				total:    {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 				failed:   {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 				cliCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
+				srvCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
 			},
 			stats: Stats{Completed: 1, Virtual: 1, Expired: 1},
 		},
@@ -331,8 +391,8 @@ func TestPairing(t *testing.T) {
 					`{client="fe",connection_type="virtual_node",server="stripe"}`: 1,
 					`{client="user",connection_type="virtual_node",server="be"}`:   1,
 				},
-				cliCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1},
-				srvCount: {`{client="user",connection_type="virtual_node",server="be"}`: 1},
+				cliCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1, `{client="user",connection_type="virtual_node",server="be"}`: 1},
+				srvCount: {`{client="fe",connection_type="virtual_node",server="stripe"}`: 1, `{client="user",connection_type="virtual_node",server="be"}`: 1},
 				unpaired: {`{client="fe"}`: 1},
 			},
 			stats: Stats{Completed: 2, Virtual: 2, Expired: 2, Unpaired: 1},
@@ -483,12 +543,14 @@ func TestPairing(t *testing.T) {
 					`{client="user",connection_type="virtual_node",server="be",virtual_node="client"}`:   1,
 				},
 				srvCount: {
-					`{client="fe",client_env="prod",server="be"}`:                                      1,
-					`{client="user",connection_type="virtual_node",server="be",virtual_node="client"}`: 1,
+					`{client="fe",client_env="prod",server="be"}`:                                        1,
+					`{client="fe",connection_type="virtual_node",server="stripe",virtual_node="server"}`: 1,
+					`{client="user",connection_type="virtual_node",server="be",virtual_node="client"}`:   1,
 				},
 				cliCount: {
 					`{client="fe",client_env="prod",server="be"}`:                                        1,
 					`{client="fe",connection_type="virtual_node",server="stripe",virtual_node="server"}`: 1,
+					`{client="user",connection_type="virtual_node",server="be",virtual_node="client"}`:   1,
 				},
 			},
 			stats: Stats{Completed: 3, Virtual: 2, Expired: 1},
@@ -511,18 +573,41 @@ func TestPairing(t *testing.T) {
 			stats: Stats{Completed: 1, Expired: 1, Unpaired: 1},
 		},
 		{
-			name: "span multiplier attribute and tracestate",
-			cfg:  func(c *Config) { c.SpanMultiplierKey = "sampling.multiplier" },
+			// Tempo's rule: the latest span's multiplier, 1/ratio of a
+			// double ratio on the span, else on its resource; an integer
+			// does not count; tracestate only when enabled.
+			name: "span multiplier: sampling ratios of span and resource",
+			cfg:  func(c *Config) { c.SpanMultiplierKey = "sampling.ratio" },
 			pushes: [][]res{{
-				fe(client(1, otlptest.Float("sampling.multiplier", 10)), with(client(2), func(s *sp) { s.traceState = "ot=th:8" })),
-				be(server(1, otlptest.Float("sampling.multiplier", 10)), with(server(2), func(s *sp) { s.traceState = "ot=th:8" })),
+				fe(client(1, otlptest.Float("sampling.ratio", 0.5)), with(client(2), func(s *sp) { s.traceState = "ot=th:c" })),
+				res{service: "be", attrs: []*commonpb.KeyValue{otlptest.Float("sampling.ratio", 0.25)}, spans: []sp{
+					server(1, otlptest.Float("sampling.ratio", 0.1)), // latest: 10
+					server(2, otlptest.Int("sampling.ratio", 2)),     // the resource's 0.25: 4
+				}},
 			}},
 			want: map[string]series{
-				total:    {feBe: 12},
-				srvCount: {feBe: 12}, srvSum: {feBe: 0.96},
-				cliCount: {feBe: 12},
+				total:    {feBe: 14},
+				srvCount: {feBe: 14}, srvSum: {feBe: 1.12},
+				cliCount: {feBe: 14}, cliSum: {feBe: 1.4},
 			},
 			stats: Stats{Completed: 2},
+		},
+		{
+			name: "span multiplier from tracestate when enabled",
+			cfg: func(c *Config) {
+				c.SpanMultiplierKey = "sampling.ratio"
+				c.EnableTraceStateSpanMultiplier = true
+			},
+			pushes: [][]res{{
+				be(with(server(1, otlptest.Float("sampling.ratio", 0.5)), func(s *sp) { s.traceState = "ot=th:c" })),
+				fe(with(client(1), func(s *sp) { s.traceState = "vendor=x,ot=th:e" })), // latest: 8
+			}},
+			want: map[string]series{
+				total:    {feBe: 8},
+				srvCount: {feBe: 8}, srvSum: {feBe: 0.64},
+				cliCount: {feBe: 8}, cliSum: {feBe: 0.8},
+			},
+			stats: Stats{Completed: 1},
 		},
 		{
 			name:   "span multiplier attribute off by default",
@@ -678,6 +763,7 @@ func TestBatchReuse(t *testing.T) {
 	checkSeries(t, collect(t, reg), map[string]series{
 		total:    {`{client="frontend",connection_type="virtual_node",env="prod",server="stripe"}`: 1},
 		cliCount: {`{client="frontend",connection_type="virtual_node",env="prod",server="stripe"}`: 1},
+		srvCount: {`{client="frontend",connection_type="virtual_node",env="prod",server="stripe"}`: 1},
 	})
 }
 
@@ -838,6 +924,10 @@ func TestConfig(t *testing.T) {
 		{"empty database attribute", func(c *Config) { c.DatabaseNameAttributes = []string{"db.name", ""} }, "servicegraph.database_name_attributes[1]"},
 		{"colliding dimensions", func(c *Config) { c.Dimensions = []string{"a.b", "a_b"} }, `servicegraph.dimensions: "a.b" and "a_b" both become label "a_b"`},
 		{"dimension named like an intrinsic", func(c *Config) { c.Dimensions = []string{"client"} }, ""},
+		{"virtual_node_latency omit", func(c *Config) { c.VirtualNodeLatency = VirtualNodeLatencyOmit }, ""},
+		{"virtual_node_latency mirror", func(c *Config) { c.VirtualNodeLatency = VirtualNodeLatencyMirror }, ""},
+		{"virtual_node_latency unknown", func(c *Config) { c.VirtualNodeLatency = "client" }, `servicegraph.virtual_node_latency: "client" is not zero, omit or mirror`},
+		{"virtual_node_latency empty", func(c *Config) { c.VirtualNodeLatency = "" }, `servicegraph.virtual_node_latency: "" is not zero, omit or mirror`},
 		{"filter policy", func(c *Config) {
 			c.FilterPolicies = []spanfilter.Policy{{Include: &spanfilter.Match{MatchType: "fuzzy", Attributes: []spanfilter.Attribute{{Key: "name", Value: "x"}}}}}
 		}, "servicegraph.filter_policies[0].include.match_type"},

@@ -368,7 +368,7 @@ func TestStoreShrinksAfterBurst(t *testing.T) {
 	checkSeries(t, collect(t, reg), map[string]series{
 		total:    {`{client="frontend",connection_type="virtual_node",server="stripe"}`: 200_000, `{client="fe",env="prod",server="be"}`: 3},
 		cliCount: {`{client="frontend",connection_type="virtual_node",server="stripe"}`: 200_000, `{client="fe",env="prod",server="be"}`: 3},
-		srvCount: {`{client="fe",env="prod",server="be"}`: 3},
+		srvCount: {`{client="frontend",connection_type="virtual_node",server="stripe"}`: 200_000, `{client="fe",env="prod",server="be"}`: 3},
 	})
 }
 

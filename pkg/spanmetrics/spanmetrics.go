@@ -64,10 +64,14 @@ type Config struct {
 	// TargetInfoExcludedDimensions are resource attributes left out of
 	// traces_target_info.
 	TargetInfoExcludedDimensions []string `yaml:"target_info_excluded_dimensions"`
-	// SpanMultiplierKey names a numeric attribute that weighs each span
-	// (for traces sampled upstream). The W3C tracestate "ot=th:" sampling
-	// threshold is honoured as well.
+	// SpanMultiplierKey names a double attribute, on the span or else on
+	// its resource, holding the ratio at which the span was sampled
+	// upstream: the span counts as 1/ratio spans in calls and latency, as
+	// in Tempo (processor.SpanMultiplier). Sizes are never multiplied.
 	SpanMultiplierKey string `yaml:"span_multiplier_key"`
+	// EnableTraceStateSpanMultiplier reads the W3C tracestate "ot=th:"
+	// sampling threshold first, Tempo's key of the same name.
+	EnableTraceStateSpanMultiplier bool `yaml:"enable_tracestate_span_multiplier"`
 }
 
 // DefaultBuckets are 0.002 × 2^k s for k = 0..13, Tempo's defaults.
@@ -236,12 +240,14 @@ func (p *Processor) pushResource(st *state, rs *otlp.ResourceSpans) {
 		st.text = p.dims.ResolveSpan(&st.res, s.Attributes, st.text[:0])
 		p.fillSpan(st, s)
 		lv := registry.MakeLabelValues(vals)
-		w := processor.SpanWeight(p.cfg.SpanMultiplierKey, rs.Attributes, s)
+		w := processor.SpanMultiplier(p.cfg.SpanMultiplierKey, p.cfg.EnableTraceStateSpanMultiplier, rs.Attributes, s)
 		latency := 0.0
 		if s.End > s.Start {
 			latency = float64(s.End-s.Start) / 1e9
 		}
-		p.latency.Observe(lv, latency, w, &s.TraceID, int64(s.End/1e6), w, float64(s.Size)*w)
+		// Like Tempo, size_total counts the bytes received, not the bytes
+		// the span stands for.
+		p.latency.Observe(lv, latency, w, &s.TraceID, int64(s.End/1e6), w, float64(s.Size))
 	}
 }
 

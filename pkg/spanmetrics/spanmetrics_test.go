@@ -128,21 +128,54 @@ func TestSpanMetrics(t *testing.T) {
 		},
 		none: []string{"/healthz", "SELECT"},
 	}, {
-		name: "span multiplier from an attribute and from tracestate",
-		cfg:  func(c *Config) { c.SpanMultiplierKey = "sampling.weight" },
+		// Tempo's rule (processor.SpanMultiplier): a double ratio on the
+		// span, else on the resource, counts 1/ratio; an integer does
+		// not; tracestate only when enabled; sizes never multiplied.
+		name: "span multiplier: a sampling ratio, sizes not multiplied",
+		cfg:  func(c *Config) { c.SpanMultiplierKey = "sampling.ratio" },
+		rss: []*tracepb.ResourceSpans{
+			otlptest.Resource(append(svc, otlptest.Float("sampling.ratio", 0.5)),
+				span("span ratio", server, time.Millisecond, unset, otlptest.Float("sampling.ratio", 0.1)),
+				span("resource ratio", server, time.Millisecond, unset, otlptest.Int("sampling.ratio", 7)),
+				func() *tracepb.Span {
+					s := span("tracestate off", server, time.Millisecond, unset, otlptest.Float("sampling.ratio", 0.25))
+					s.TraceState = "vendor=x,ot=th:8"
+					return s
+				}()),
+			otlptest.Resource(svc, span("integer ratio", server, time.Millisecond, unset, otlptest.Int("sampling.ratio", 2))),
+		},
+		want: map[string]float64{
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="span ratio", status_code="STATUS_CODE_UNSET"}`:                   10,
+			`{__name__="traces_spanmetrics_latency_count", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="span ratio", status_code="STATUS_CODE_UNSET"}`:                 10,
+			`{__name__="traces_spanmetrics_latency_sum", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="span ratio", status_code="STATUS_CODE_UNSET"}`:                   0.01,
+			`{__name__="traces_spanmetrics_size_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="span ratio", status_code="STATUS_CODE_UNSET"}`:                    float64(proto.Size(span("span ratio", server, time.Millisecond, unset, otlptest.Float("sampling.ratio", 0.1)))),
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="resource ratio", status_code="STATUS_CODE_UNSET"}`:               2,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="tracestate off", status_code="STATUS_CODE_UNSET"}`:               4,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="integer ratio", status_code="STATUS_CODE_UNSET"}`:                1,
+			`{__name__="traces_spanmetrics_latency_bucket", le="0.002", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="integer ratio", status_code="STATUS_CODE_UNSET"}`: 1,
+		},
+	}, {
+		name: "span multiplier from tracestate when enabled",
+		cfg: func(c *Config) {
+			c.SpanMultiplierKey = "sampling.ratio"
+			c.EnableTraceStateSpanMultiplier = true
+		},
 		rss: []*tracepb.ResourceSpans{otlptest.Resource(svc,
-			span("weighted", server, time.Millisecond, unset, otlptest.Float("sampling.weight", 10)),
 			func() *tracepb.Span {
-				s := span("sampled", server, time.Millisecond, unset)
-				s.TraceState = "vendor=x,ot=th:c" // kept with probability 1/4
+				s := span("sampled", server, time.Millisecond, unset, otlptest.Float("sampling.ratio", 0.5))
+				s.TraceState = "vendor=x,ot=th:c" // kept with probability 1/4: wins over the ratio
+				return s
+			}(),
+			func() *tracepb.Span {
+				s := span("bad tracestate", server, time.Millisecond, unset, otlptest.Float("sampling.ratio", 0.5))
+				s.TraceState = "ot=th:zz" // invalid: the ratio counts
 				return s
 			}())},
 		want: map[string]float64{
-			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="weighted", status_code="STATUS_CODE_UNSET"}`:               10,
-			`{__name__="traces_spanmetrics_latency_count", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="weighted", status_code="STATUS_CODE_UNSET"}`:             10,
 			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`:                4,
 			`{__name__="traces_spanmetrics_latency_sum", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`:                0.004,
 			`{__name__="traces_spanmetrics_latency_bucket", le="0.002", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="sampled", status_code="STATUS_CODE_UNSET"}`: 4,
+			`{__name__="traces_spanmetrics_calls_total", service="checkout", span_kind="SPAN_KIND_SERVER", span_name="bad tracestate", status_code="STATUS_CODE_UNSET"}`:         2,
 		},
 	}, {
 		name: "target info with job and instance",

@@ -174,14 +174,20 @@ type Shares struct {
 	// Series bounds the active series with their TSDB head memory, summed
 	// over tenants.
 	Series Bytes
+	// Rolling bounds the rolling windows' samples (rolling_window), summed
+	// over tenants. It is a pool of its own so that a cache never takes
+	// memory from new series: a sample that does not fit sends the windows
+	// that reach it to the TSDB.
+	Rolling Bytes
 	// Queries bounds the samples that queries running at once hold.
 	Queries Bytes
 }
 
-// Split divides limit: 1/8 for requests, 1/4 for half edges, 3/8 for
-// series, 1/8 for queries.
+// Split divides limit: 1/8 for requests, 1/4 for half edges, 5/16 for
+// series, 1/16 for rolling windows, 1/8 for queries; the last 1/8 is
+// headroom for what does not grow with load.
 func Split(limit Bytes) Shares {
-	return Shares{Requests: limit / 8, Edges: limit / 4, Series: limit * 3 / 8, Queries: limit / 8}
+	return Shares{Requests: limit / 8, Edges: limit / 4, Series: limit * 5 / 16, Rolling: limit / 16, Queries: limit / 8}
 }
 
 // SetRuntimeLimit makes limit the Go runtime's soft memory limit, unless

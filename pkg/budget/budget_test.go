@@ -92,7 +92,7 @@ func TestAvailableReadsCgroupLimits(t *testing.T) {
 func TestSplitLeavesAnEighth(t *testing.T) {
 	limit := Bytes(8 << 30)
 	s := Split(limit)
-	if sum := s.Requests + s.Edges + s.Series + s.Queries; sum != limit*7/8 {
+	if sum := s.Requests + s.Edges + s.Series + s.Rolling + s.Queries; sum != limit*7/8 {
 		t.Fatalf("shares sum to %s, want 7/8 of %s", sum, limit)
 	}
 }

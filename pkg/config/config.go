@@ -45,6 +45,11 @@ type Config struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// Retention is how long the store keeps samples.
 	Retention time.Duration `yaml:"retention"`
+	// RollingWindow is how far back each tenant keeps, in memory, the
+	// samples the node graph and the RED table read, so that windows
+	// inside it are answered without the TSDB (package rolling); 0 keeps
+	// none.
+	RollingWindow time.Duration `yaml:"rolling_window"`
 	// MaxExemplars sizes the exemplar store of each tenant; 0 disables.
 	MaxExemplars int64 `yaml:"max_exemplars"`
 	// MaxTenants caps the tenants one process has open at once.
@@ -96,6 +101,7 @@ func Default() Config {
 		CollectionInterval: 15 * time.Second,
 		CheckpointInterval: time.Second,
 		Retention:          24 * time.Hour,
+		RollingWindow:      time.Hour,
 		MaxExemplars:       100_000,
 		MaxTenants:         100,
 		TenantIdleTimeout:  time.Hour,
@@ -149,6 +155,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("checkpoint_interval: must be 0 (none) or at least 100ms, got %s", c.CheckpointInterval)
 	case c.Retention < c.CollectionInterval:
 		return fmt.Errorf("retention: must be at least collection_interval (%s), got %s", c.CollectionInterval, c.Retention)
+	case c.RollingWindow < 0 || (c.RollingWindow > 0 && c.RollingWindow < c.CollectionInterval):
+		return fmt.Errorf("rolling_window: must be 0 (none) or at least collection_interval (%s), got %s", c.CollectionInterval, c.RollingWindow)
+	case c.RollingWindow > c.Retention:
+		return fmt.Errorf("rolling_window: must not exceed retention (%s), got %s", c.Retention, c.RollingWindow)
 	case c.MaxExemplars < 0:
 		return fmt.Errorf("max_exemplars: must not be negative, got %d", c.MaxExemplars)
 	case c.MaxTenants < 1:

@@ -34,6 +34,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"servicegraph:\n  dimensions: [a.b, a_b]", "servicegraph.dimensions"},
 		{"servicegraph:\n  virtual_node_latency: average", `servicegraph.virtual_node_latency: "average" is not zero, omit or mirror`},
 		{"spanmetrics:\n  enable_tracestate_span_multiplier: maybe", "cannot unmarshal"},
+		{"rolling_window: 1s", "rolling_window: must be 0 (none) or at least collection_interval"},
+		{"rolling_window: 48h", "rolling_window: must not exceed retention"},
 		{"checkpoint_interval: 10ms", "checkpoint_interval: must be 0 (none) or at least 100ms"},
 		{"max_tenants: 0", "max_tenants"},
 		{"query:\n  max_samples: -1", "query.max_samples: must be positive"},

@@ -59,6 +59,7 @@ func TestFlagsAndEnvSetEveryKey(t *testing.T) {
 		"collection_interval": "2s",
 		"checkpoint_interval": "500ms",
 		"retention":           "48h",
+		"rolling_window":      "30m",
 		"max_exemplars":       "7",
 		"max_tenants":         "3",
 		"tenant_idle_timeout": "2h",

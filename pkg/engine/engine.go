@@ -25,6 +25,7 @@ import (
 	"github.com/spangraph/spangraph/pkg/receiver"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
+	"github.com/spangraph/spangraph/pkg/rolling"
 	"github.com/spangraph/spangraph/pkg/servicegraph"
 	"github.com/spangraph/spangraph/pkg/spanmetrics"
 	"github.com/spangraph/spangraph/pkg/store"
@@ -59,6 +60,8 @@ type Instance struct {
 	Store        *store.Store
 	// RemoteWrite is nil without remote_write endpoints.
 	RemoteWrite *remotewrite.Writer
+	// Rolling is nil when rolling_window is 0.
+	Rolling *rolling.Store
 
 	lastCollection atomic.Int64 // unix ms
 	slot           *slot
@@ -96,9 +99,10 @@ type Engine struct {
 	quarantine map[string]*quarantined // tenants whose store cannot be opened
 	closing    bool                    // Stop is closing the stores: no more opens
 
-	// seriesPool and edgePool are memory_limit's shares for active series
-	// and waiting half edges, drawn on by every tenant.
-	seriesPool, edgePool *budget.Pool
+	// seriesPool, edgePool and rollingPool are memory_limit's shares for
+	// active series, waiting half edges and rolling windows, drawn on by
+	// every tenant.
+	seriesPool, edgePool, rollingPool *budget.Pool
 
 	// collected tells waiters (live streams) that a collection is done.
 	collected collected
@@ -121,15 +125,16 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 		return nil, err
 	}
 	e := &Engine{
-		cfg:        cfg,
-		logger:     logger,
-		promReg:    promReg,
-		now:        time.Now,
-		slots:      map[string]*slot{},
-		quarantine: map[string]*quarantined{},
-		stop:       make(chan struct{}),
-		seriesPool: budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Series),
-		edgePool:   budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Edges),
+		cfg:         cfg,
+		logger:      logger,
+		promReg:     promReg,
+		now:         time.Now,
+		slots:       map[string]*slot{},
+		quarantine:  map[string]*quarantined{},
+		stop:        make(chan struct{}),
+		seriesPool:  budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Series),
+		edgePool:    budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Edges),
+		rollingPool: budget.NewPool("memory_limit", budget.Split(cfg.MemoryLimit).Rolling),
 	}
 	rc := cfg.Receiver
 	rc.GRPCAddr, rc.HTTPAddr = cfg.OTLPGRPC, cfg.OTLPHTTP
@@ -159,7 +164,7 @@ func (e *Engine) LimitProcessMemory() {
 	}
 	e.logger.Info("memory budget", "memory_limit", limit.String(), "runtime", runtime,
 		"requests", shares.Requests.String(), "half_edges", shares.Edges.String(),
-		"series", shares.Series.String(), "queries", shares.Queries.String())
+		"series", shares.Series.String(), "rolling_windows", shares.Rolling.String(), "queries", shares.Queries.String())
 }
 
 // Authenticator returns the tenants' credentials (nil when auth is off),
@@ -386,6 +391,7 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 	// zero after its last stored sample, so that the reset shows.
 	reg.SetZeroFloor(st.NewestSample())
 	inst := &Instance{Tenant: tenant, Registry: reg, Store: st}
+	e.openRolling(inst)
 	if e.cfg.SpanMetrics.Enabled {
 		if inst.SpanMetrics, err = spanmetrics.New(e.cfg.SpanMetrics, reg); err != nil {
 			_ = st.Close()
@@ -534,7 +540,7 @@ func (e *Engine) Collect() { e.collectAll() }
 // collect writes one tenant's series and reports whether they were
 // committed.
 func (e *Engine) collect(inst *Instance, now time.Time) bool {
-	app := inst.Store.Appender(context.Background())
+	app := e.appender(inst, now)
 	stats, err := inst.Registry.Collect(app, now)
 	if err == nil {
 		err = app.Commit()

@@ -410,6 +410,7 @@ func (e *Engine) closeIdle(inst *Instance) bool {
 		e.logger.Error("closing the store of an idle tenant", "tenant", inst.Tenant, "err", err)
 	}
 	inst.Registry.Close()
+	inst.Rolling.Close()
 	if inst.ServiceGraph != nil {
 		inst.ServiceGraph.Close()
 		if e.promReg != nil {

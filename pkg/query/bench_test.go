@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/spangraph/spangraph/pkg/rolling"
 	"github.com/spangraph/spangraph/pkg/store"
 	"github.com/spangraph/spangraph/pkg/tenant"
 )
@@ -20,6 +22,12 @@ import (
 // services nodes and edges edges, sampled every 15 s (the default
 // collection interval) for an hour.
 func benchQuerier(b *testing.B, services, edges int) *Querier {
+	q, _ := benchStore(b, services, edges)
+	return q
+}
+
+// benchStore is benchQuerier with its store.
+func benchStore(b *testing.B, services, edges int) (*Querier, *store.Store) {
 	b.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(b.TempDir(), tenant.Default, store.Options{Retention: 24 * time.Hour}, logger, nil)
@@ -72,7 +80,7 @@ func benchQuerier(b *testing.B, services, edges int) *Querier {
 		b.Fatal(err)
 	}
 	b.Logf("%d series, %d samples", len(all), len(all)*241)
-	return NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil)
+	return NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil), st
 }
 
 // BenchmarkServiceGraph builds the node graph of 1 000 services and
@@ -105,4 +113,28 @@ func BenchmarkRangeQuery(b *testing.B) {
 		}
 		_ = res
 	}
+}
+
+// BenchmarkServiceGraphRolling is BenchmarkServiceGraph read from the
+// rolling window (rebuilt from the same store) instead of the TSDB.
+func BenchmarkServiceGraphRolling(b *testing.B) {
+	_, st := benchStore(b, 1000, 10000)
+	rs := rolling.New(time.Hour.Milliseconds()+time.Minute.Milliseconds(), nil)
+	if err := rs.Rebuild(context.Background(), st, end.UnixMilli()); err != nil {
+		b.Fatal(err)
+	}
+	var opened atomic.Int64
+	q := NewQuerier(rollingStores{st, rs, &opened}, DefaultConfig(), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	o := GraphOptions{Start: end.Add(-time.Hour), End: end}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g, err := q.ServiceGraph(context.Background(), tenant.Default, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(g.Edges) != 10000 || len(g.Nodes) == 0 || opened.Load() != 0 {
+			b.Fatalf("%d edges, %d nodes, %d TSDB queriers", len(g.Edges), len(g.Nodes), opened.Load())
+		}
+	}
+	b.ReportMetric(float64(rs.HeldBytes())/10000, "B/edge")
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
-	"github.com/prometheus/prometheus/storage"
 )
 
 // Service-graph metric names, as Tempo writes them and Grafana's service
@@ -176,12 +175,11 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	if err != nil {
 		return nil, err
 	}
-	win := q.window(tenant, o.End, windowLength(o.Start, o.End))
-	querier, err := win.querier()
+	src, err := q.graphSource(tenant, o.End, windowLength(o.Start, o.End))
 	if err != nil {
 		return nil, err
 	}
-	defer querier.Close()
+	defer src.close()
 
 	// The edges are those with requests in the window. They are numbered
 	// first, so that the other series of an edge land in plain columns
@@ -189,15 +187,15 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	// index instead of each growing a map of its own.
 	tbl := &edgeTable{of: map[edgeKey]int{}}
 	var requests []float64
-	if err := win.run(ctx, []windowJob{tbl.number(metricRequests, extra, &requests)}); err != nil {
+	if err := src.run(ctx, []windowJob{tbl.number(metricRequests, extra, &requests)}); err != nil {
 		return nil, err
 	}
 	// The columns are sized before they are filled: bound them first.
-	srvBounds, err := bucketBounds(ctx, querier, metricServerSeconds+"_bucket", extra)
+	srvBounds, err := src.bucketBounds(ctx, metricServerSeconds+"_bucket", extra)
 	if err != nil {
 		return nil, err
 	}
-	cliBounds, err := bucketBounds(ctx, querier, metricClientSeconds+"_bucket", extra)
+	cliBounds, err := src.bucketBounds(ctx, metricClientSeconds+"_bucket", extra)
 	if err != nil {
 		return nil, err
 	}
@@ -219,13 +217,13 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	// over the cores.
 	srvBuckets := tbl.bucketColumns(metricServerSeconds+"_bucket", srvBounds, extra, &jobs)
 	cliBuckets := tbl.bucketColumns(metricClientSeconds+"_bucket", cliBounds, extra, &jobs)
-	if err := win.run(ctx, jobs); err != nil {
+	if err := src.run(ctx, jobs); err != nil {
 		return nil, err
 	}
 	// A node is instrumented when it reports span metrics of its own;
 	// the edges alone cannot say which side of a virtual_node edge is
 	// virtual.
-	instrumented, err := win.withSamples(ctx, querier, "service", labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metricCalls))
+	instrumented, err := src.withSamples(ctx, "service", labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metricCalls))
 	if err != nil {
 		return nil, err
 	}
@@ -239,10 +237,13 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		if o.ConnectionTypes != nil && !keep[k.ctype] {
 			continue
 		}
-		// An uninstrumented server has no server-side latency; the
-		// client's view is the best there is.
+		// An uninstrumented server measured nothing: its server-side
+		// histogram is empty, or holds Tempo's zero-second stand-ins
+		// (servicegraph.virtual_node_latency: zero). The clients' view is
+		// the best there is. Without span metrics nothing is known to be
+		// instrumented, and only an empty histogram says so.
 		sum, count, buckets := srvSum[i], srvCount[i], srvBuckets
-		if count == 0 {
+		if count == 0 || (len(instrumented) > 0 && !instrumented[k.server]) {
 			sum, count, buckets = cliSum[i], cliCount[i], cliBuckets
 		}
 		p90, under := buckets.quantileMs(0.9, i)
@@ -271,7 +272,7 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	for i := range g.Nodes {
 		id := g.Nodes[i].ID
 		p, under := nodeBuckets.quantileMs(0.9, id)
-		if math.IsNaN(p) {
+		if math.IsNaN(p) || (len(instrumented) > 0 && !instrumented[id]) {
 			p, under = fallback.quantileMs(0.9, id)
 		}
 		g.Nodes[i].P90Ms, g.Nodes[i].P90Under = p, under
@@ -330,21 +331,6 @@ func withName(metric string, extra ...*labels.Matcher) []*labels.Matcher {
 type bucketColumns []struct {
 	bound float64
 	rates []float64
-}
-
-// bucketBounds returns the valid le values of metric's series.
-func bucketBounds(ctx context.Context, querier storage.Querier, metric string, extra []*labels.Matcher) ([]string, error) {
-	les, err := labelValuesIn(ctx, querier, "le", withName(metric, extra...)...)
-	if err != nil {
-		return nil, err
-	}
-	var valid []string
-	for _, le := range les {
-		if _, err := strconv.ParseFloat(le, 64); err == nil {
-			valid = append(valid, le)
-		}
-	}
-	return valid, nil
 }
 
 // bucketColumns adds a job per bucket bound (le value) of metric to jobs.

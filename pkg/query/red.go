@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 )
 
 // Span-metrics names, as Tempo writes them.
@@ -85,21 +87,19 @@ func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) (_ 
 		fmt.Sprintf("sum by (%s) (rate(%s[%s]))", by, calls, w),
 		fmt.Sprintf("sum by (%s) (rate(%s[%s]))", by, errs, w),
 	}
-	for _, quantile := range []string{"0.5", "0.9", "0.99"} {
-		exprs = append(exprs, fmt.Sprintf("histogram_quantile(%s, sum by (%s, le) (rate(%s[%s])))", quantile, by, buckets, w))
+	for _, quantile := range redQuantiles {
+		exprs = append(exprs, fmt.Sprintf("histogram_quantile(%s, sum by (%s, le) (rate(%s[%s])))", strconv.FormatFloat(quantile, 'f', -1, 64), by, buckets, w))
 	}
-	type key struct{ service, span string }
-	keyOf := func(l labels.Labels) key { return key{l.Get("service"), l.Get("span_name")} }
-	values := make([]map[key]float64, len(exprs))
-	for i, e := range exprs {
-		v, err := q.vector(ctx, tenant, e, o.End)
-		if err != nil {
-			return nil, err
-		}
-		values[i] = map[key]float64{}
-		for _, s := range v {
-			values[i][keyOf(s.Metric)] = s.F
-		}
+	var values []map[redKey]float64
+	maxt := o.End.UnixMilli()
+	if r := q.rollingReader(tenant, maxt-windowLength(o.Start, o.End).Milliseconds(), maxt); r != nil {
+		values, err = q.redRolling(ctx, r, o.GroupBy == "span_name", calls, errs, buckets)
+		r.close()
+	} else {
+		values, err = q.redPromQL(ctx, tenant, o.End, exprs)
+	}
+	if err != nil {
+		return nil, err
 	}
 	rows := make([]REDRow, 0, len(values[0]))
 	for k, rate := range values[0] {
@@ -126,6 +126,79 @@ func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) (_ 
 		rows = rows[:o.TopN]
 	}
 	return rows, nil
+}
+
+// redKey is a RED row's group: a service, or a service and span name.
+type redKey struct{ service, span string }
+
+// redQuantiles are the quantiles of a RED row, after its rate and its
+// errors in the figures of a RED table.
+var redQuantiles = []float64{0.5, 0.9, 0.99}
+
+// redPromQL evaluates the RED table's expressions over the TSDB: rate,
+// errors and one per quantile.
+func (q *Querier) redPromQL(ctx context.Context, tenant string, end time.Time, exprs []string) ([]map[redKey]float64, error) {
+	values := make([]map[redKey]float64, len(exprs))
+	for i, e := range exprs {
+		v, err := q.vector(ctx, tenant, e, end)
+		if err != nil {
+			return nil, err
+		}
+		values[i] = map[redKey]float64{}
+		for _, s := range v {
+			values[i][redKey{s.Metric.Get("service"), s.Metric.Get("span_name")}] = s.F
+		}
+	}
+	return values, nil
+}
+
+// redRolling computes what redPromQL's expressions return from a rolling
+// window: the same selectors, rate() arithmetic, sums and
+// histogram_quantile.
+func (q *Querier) redRolling(ctx context.Context, r *rollingSource, bySpan bool, calls, errs, buckets string) ([]map[redKey]float64, error) {
+	var ms [3][]*labels.Matcher
+	for i, sel := range []string{calls, errs, buckets} {
+		m, err := q.parser.ParseMetricSelector(sel)
+		if err != nil {
+			return nil, badData("invalid selector %s: %v", sel, err)
+		}
+		ms[i] = m
+	}
+	keyOf := func(l labels.Labels) redKey {
+		k := redKey{service: l.Get("service")}
+		if bySpan {
+			k.span = l.Get("span_name")
+		}
+		return k
+	}
+	sum := func(m []*labels.Matcher) map[redKey]float64 {
+		out := map[redKey]float64{}
+		r.rates(m, func(l labels.Labels, rate float64) { out[keyOf(l)] += rate })
+		return out
+	}
+	values := []map[redKey]float64{sum(ms[0]), sum(ms[1])}
+	type bucketKey struct {
+		redKey
+		le string
+	}
+	perLE := map[bucketKey]float64{}
+	r.rates(ms[2], func(l labels.Labels, rate float64) { perLE[bucketKey{keyOf(l), l.Get("le")}] += rate })
+	groups := map[redKey]promql.Buckets{}
+	for k, rate := range perLE {
+		bound, err := strconv.ParseFloat(k.le, 64)
+		if err != nil {
+			continue
+		}
+		groups[k.redKey] = append(groups[k.redKey], promql.Bucket{UpperBound: bound, Count: rate})
+	}
+	for _, quantile := range redQuantiles {
+		out := map[redKey]float64{}
+		for k, b := range groups {
+			out[k], _, _, _, _, _ = promql.BucketQuantile(quantile, b)
+		}
+		values = append(values, out)
+	}
+	return values, ctx.Err()
 }
 
 func msOrNaN[K comparable](m map[K]float64, k K) float64 {

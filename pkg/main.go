@@ -17,6 +17,7 @@ import (
 	"github.com/grafana/grafana-plugin-sdk-go/backend/log"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/plugin"
 	"github.com/spangraph/spangraph/pkg/server"
@@ -25,6 +26,10 @@ import (
 // stopTimeout bounds the receiver's drain at exit: Grafana's plugin client
 // kills a plugin that has not exited two seconds after asking it to.
 const stopTimeout = 1500 * time.Millisecond
+
+// configWatchInterval is how often the plugin looks at its config file for
+// a change to reload.
+const configWatchInterval = 5 * time.Second
 
 func main() {
 	svc, stop := start()
@@ -65,6 +70,11 @@ func start() (*plugin.Service, func()) {
 		log.DefaultLogger.Error("Spangraph could not start", "err", err)
 		return plugin.Failed(err), func() {}
 	}
+	// A change of the config file, or POST /-/reload on the standalone
+	// API, reloads what can be reloaded.
+	eng.SetConfigSource(func() (config.Config, error) { return plugin.LoadConfig(os.Environ()) })
+	stopWatch := make(chan struct{})
+	go plugin.WatchConfigFile(os.Environ(), eng, configWatchInterval, stopWatch)
 	logger.Info("Spangraph started", "otlp_grpc", eng.Receiver().GRPCAddr(), "otlp_http", eng.Receiver().HTTPAddr(), "data_dir", cfg.DataDir)
 	svc := plugin.New(eng, plugin.Options{Registerer: prometheus.DefaultRegisterer, Logger: logger})
 	var api *server.Server
@@ -79,6 +89,7 @@ func start() (*plugin.Service, func()) {
 	var once sync.Once
 	return svc, func() {
 		once.Do(func() {
+			close(stopWatch)
 			if api != nil {
 				_ = api.Close()
 			}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/grafana/dskit/user"
 	"google.golang.org/grpc/codes"
@@ -111,10 +112,15 @@ type credential struct {
 	tenant *tenantEntry
 }
 
-// Authenticator maps credentials to tenants. It is immutable after New and
-// safe for concurrent use. A nil *Authenticator means authentication is
-// off.
+// Authenticator maps credentials to tenants. It is safe for concurrent
+// use; Update replaces its credentials at once (a config reload). A nil
+// *Authenticator means authentication is off.
 type Authenticator struct {
+	tables atomic.Pointer[tables]
+}
+
+// tables are an Authenticator's credentials, immutable once built.
+type tables struct {
 	// creds is keyed by the SHA-256 of the credential: lookup is O(1)
 	// whatever the number of tenants, and the map's own key comparison
 	// only ever sees digests, so its timing says nothing usable about a
@@ -136,7 +142,31 @@ func New(cfg Config) (*Authenticator, error) {
 	if len(tenants) == 0 {
 		return nil, nil
 	}
-	a := &Authenticator{
+	a := &Authenticator{}
+	a.tables.Store(build(cfg, tenants))
+	return a, nil
+}
+
+// Update replaces the credentials with those of cfg, for requests that
+// start afterwards. Authentication cannot be turned on or off this way:
+// the listeners' exposure warnings and every front door's choice of
+// middleware were made with it, so that takes a restart.
+func (a *Authenticator) Update(cfg Config) error {
+	tenants, err := cfg.resolve("auth", lookupEnv, readFile)
+	if err != nil {
+		return err
+	}
+	if (a == nil) != (len(tenants) == 0) {
+		return fmt.Errorf("auth.tenants: turning authentication on or off needs a restart")
+	}
+	if a != nil {
+		a.tables.Store(build(cfg, tenants))
+	}
+	return nil
+}
+
+func build(cfg Config, tenants []resolvedTenant) *tables {
+	a := &tables{
 		creds:     map[[32]byte]credential{},
 		protected: map[string]*tenantEntry{},
 		required:  cfg.IsRequired(),
@@ -152,7 +182,7 @@ func New(cfg Config) (*Authenticator, error) {
 			}
 		}
 	}
-	return a, nil
+	return a
 }
 
 // Enabled reports whether credentials are checked at all.
@@ -184,8 +214,9 @@ func (a *Authenticator) Tenant(authorization, orgIDHeader string) (string, error
 	if a == nil {
 		return headerTenant(orgIDHeader)
 	}
+	t := a.tables.Load()
 	if authorization == "" {
-		if a.required {
+		if t.required {
 			return "", refuse(ErrUnauthenticated, ReasonMissingCredentials,
 				"authentication required: send an Authorization header with a bearer token or basic credentials")
 		}
@@ -193,13 +224,13 @@ func (a *Authenticator) Tenant(authorization, orgIDHeader string) (string, error
 		if err != nil {
 			return "", err
 		}
-		if _, ok := a.protected[tenant]; ok {
+		if _, ok := t.protected[tenant]; ok {
 			return "", refuse(ErrUnauthenticated, ReasonMissingCredentials,
 				"authentication required for tenant %q", tenant)
 		}
 		return tenant, nil
 	}
-	cred, ok := a.lookup(authorization)
+	cred, ok := t.lookup(authorization)
 	if !ok {
 		return "", refuse(ErrUnauthenticated, ReasonInvalidCredentials, "invalid credentials")
 	}
@@ -227,7 +258,7 @@ func (a *Authenticator) Operator(authorization string) error {
 		return refuse(ErrUnauthenticated, ReasonMissingCredentials,
 			"authentication required: send the credentials of a tenant with allow_org_id_header")
 	}
-	cred, ok := a.lookup(authorization)
+	cred, ok := a.tables.Load().lookup(authorization)
 	if !ok {
 		return refuse(ErrUnauthenticated, ReasonInvalidCredentials, "invalid credentials")
 	}
@@ -242,7 +273,7 @@ func (a *Authenticator) Operator(authorization string) error {
 // <base64 user:password>", scheme case-insensitive per RFC 9110) and finds
 // its credential. Malformed values are simply not found: the answer is the
 // same 401 as for a wrong token, so it tells an attacker nothing.
-func (a *Authenticator) lookup(authorization string) (credential, bool) {
+func (a *tables) lookup(authorization string) (credential, bool) {
 	scheme, rest, _ := strings.Cut(strings.TrimSpace(authorization), " ")
 	rest = strings.TrimSpace(rest)
 	if rest == "" {

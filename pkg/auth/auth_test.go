@@ -427,3 +427,39 @@ func TestDialAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdate: a reload replaces every credential at once; turning
+// authentication on or off is refused and changes nothing.
+func TestUpdate(t *testing.T) {
+	a := mustAuth(t, testConfig(t))
+	next := Config{Tenants: []TenantConfig{
+		{ID: "team-a", BearerTokens: []Secret{"token-a2"}},
+		{ID: "ops", BearerTokens: []Secret{"token-ops"}, AllowOrgIDHeader: true},
+	}}
+	if err := a.Update(next); err != nil {
+		t.Fatal(err)
+	}
+	runTenantCases(t, a, []tenantCase{
+		{"old token", "Bearer token-a", "", "", ErrUnauthenticated, ReasonInvalidCredentials},
+		{"new token", "Bearer token-a2", "", "team-a", nil, ""},
+		{"removed tenant", "Bearer token-b", "", "", ErrUnauthenticated, ReasonInvalidCredentials},
+		{"new tenant", "Bearer token-ops", "team-a", "team-a", nil, ""},
+		{"basic gone", basic("alice", "pw-a"), "", "", ErrUnauthenticated, ReasonInvalidCredentials},
+	})
+	if err := a.Operator("Bearer token-ops"); err != nil {
+		t.Errorf("the new operator is refused: %v", err)
+	}
+	if err := a.Update(Config{}); err == nil || !strings.Contains(err.Error(), "auth.tenants") {
+		t.Errorf("turning auth off: %v, want a refusal naming auth.tenants", err)
+	}
+	if _, err := a.Tenant("Bearer token-a2", ""); err != nil {
+		t.Errorf("a refused update changed the credentials: %v", err)
+	}
+	var off *Authenticator
+	if err := off.Update(next); err == nil {
+		t.Error("turning auth on by a reload was accepted")
+	}
+	if err := a.Update(Config{Tenants: []TenantConfig{{ID: "x", BearerTokenFiles: []string{"/nonexistent"}}}}); err == nil || !strings.Contains(err.Error(), "auth.tenants[0]") {
+		t.Errorf("unreadable token file: %v, want an error naming the key", err)
+	}
+}

@@ -75,7 +75,7 @@ func HTTPStatus(err error) int {
 // 9110 §11.6.1): Bearer always, Basic when a tenant uses basic auth.
 func (a *Authenticator) SetChallenge(h http.Header) {
 	h.Add("WWW-Authenticate", `Bearer realm="`+Realm+`"`)
-	if a != nil && a.basic {
+	if a != nil && a.tables.Load().basic {
 		h.Add("WWW-Authenticate", `Basic realm="`+Realm+`", charset="UTF-8"`)
 	}
 }

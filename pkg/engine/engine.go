@@ -73,6 +73,11 @@ type Instance struct {
 	// checkpointFailing: the last checkpoint failed (logged once until
 	// one works again); guarded by collectMu.
 	checkpointFailing bool
+	// pipeMu guards Registry, SpanMetrics, ServiceGraph and RemoteWrite
+	// against a reload, which replaces them holding it and collectMu;
+	// spans are pushed under its read lock, so none lands in a pipeline
+	// being replaced.
+	pipeMu sync.RWMutex
 }
 
 // LastCollection returns the time of the last successful collection.
@@ -110,6 +115,12 @@ type Engine struct {
 	// stampMu keeps collection timestamps increasing across tenants.
 	stampMu     sync.Mutex
 	lastCollect time.Time // guarded by stampMu
+
+	// live is the config in force (see liveConfig); reloadMu serialises
+	// reloads and stops.
+	live     atomic.Pointer[config.Config]
+	reloadMu sync.Mutex
+	source   func() (config.Config, error) // see SetConfigSource; guarded by reloadMu
 
 	stop    chan struct{}
 	loops   sync.WaitGroup
@@ -149,6 +160,9 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 		return nil, err
 	}
 	e.receiver = r
+	e.live.Store(&cfg)
+	reloadSuccessful.Set(1)
+	reloadTimestamp.Set(float64(time.Now().Unix()))
 	return e, nil
 }
 
@@ -175,7 +189,7 @@ func (e *Engine) Authenticator() *auth.Authenticator { return e.auth }
 func (e *Engine) Receiver() *receiver.Receiver { return e.receiver }
 
 // Config returns the engine's config.
-func (e *Engine) Config() config.Config { return e.cfg }
+func (e *Engine) Config() config.Config { return *e.liveConfig() }
 
 // Start checks data_dir, then starts the receiver and the collection
 // loop. The stores of the tenants found on disk are not opened here: each
@@ -235,7 +249,11 @@ func (e *Engine) Ready() error {
 // Stop stops taking spans, processes what was queued, writes a last
 // collection and closes the stores.
 func (e *Engine) Stop(ctx context.Context) {
-	if e.stopped.Swap(true) {
+	// A reload under way finishes first; later ones are refused.
+	e.reloadMu.Lock()
+	stopped := e.stopped.Swap(true)
+	e.reloadMu.Unlock()
+	if stopped {
 		return
 	}
 	e.receiver.Stop(ctx)
@@ -369,6 +387,8 @@ func (e *Engine) Consume(tenant string, b *otlp.Batch) {
 		return
 	}
 	defer e.release(inst)
+	inst.pipeMu.RLock()
+	defer inst.pipeMu.RUnlock()
 	if inst.SpanMetrics != nil {
 		inst.SpanMetrics.Push(b)
 	}
@@ -385,49 +405,90 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := registry.New(e.cfg.Registry)
-	reg.UsePool(e.seriesPool)
-	// A series reborn after a restart or an idle close gets its leading
-	// zero after its last stored sample, so that the reset shows.
-	reg.SetZeroFloor(st.NewestSample())
-	inst := &Instance{Tenant: tenant, Registry: reg, Store: st}
+	cfg := e.liveConfig()
+	inst := &Instance{Tenant: tenant, Store: st}
 	e.openRolling(inst)
-	if e.cfg.SpanMetrics.Enabled {
-		if inst.SpanMetrics, err = spanmetrics.New(e.cfg.SpanMetrics, reg); err != nil {
-			_ = st.Close()
-			return nil, err
-		}
+	p, err := e.newPipeline(cfg, tenant, st)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
 	}
-	if e.cfg.ServiceGraph.Enabled {
-		if inst.ServiceGraph, err = servicegraph.New(e.cfg.ServiceGraph, reg, servicegraph.Options{Tenant: tenant, Pool: e.edgePool}); err != nil {
-			_ = st.Close()
-			return nil, err
-		}
+	inst.setPipeline(p)
+	if inst.ServiceGraph != nil {
 		e.restorePending(inst)
-		if e.promReg != nil {
-			// The processor reports its edge store itself, labelled with
-			// its tenant.
-			if err := e.promReg.Register(inst.ServiceGraph); err != nil {
-				e.logger.Warn("service graph self-metrics not registered", "tenant", tenant, "err", err)
-			}
-		}
+		e.registerServiceGraph(inst)
 	}
 	// Every metric is registered now: restore what a crash interrupted.
 	e.restoreCheckpoint(inst)
-	if len(e.cfg.RemoteWrite) > 0 {
-		// Remote write switches from catching up to live shipping between
-		// two collections, hence the collection lock.
-		rw, err := remotewrite.Open(e.cfg.RemoteWrite, tenant, st, remotewrite.Options{
-			Lock: &inst.collectMu, Logger: e.logger.With("component", "remote_write"), Registerer: e.promReg,
-		})
-		if err != nil {
-			_ = st.Close()
-			return nil, err
-		}
-		rw.Start(context.Background())
-		inst.RemoteWrite = rw
+	if inst.RemoteWrite, err = e.openRemoteWrite(cfg, inst); err != nil {
+		_ = st.Close()
+		return nil, err
 	}
 	return inst, nil
+}
+
+// pipeline is what a tenant's spans go through, rebuilt by a reload.
+type pipeline struct {
+	reg *registry.Registry
+	sm  *spanmetrics.Processor // nil when span metrics are off
+	sg  *servicegraph.Processor
+}
+
+// newPipeline builds a tenant's registry and processors from cfg.
+func (e *Engine) newPipeline(cfg *config.Config, tenant string, st *store.Store) (*pipeline, error) {
+	p := &pipeline{reg: registry.New(cfg.Registry)}
+	p.reg.UsePool(e.seriesPool)
+	// A series reborn after a restart, an idle close or a reload gets its
+	// leading zero after its last stored sample, so that the reset shows.
+	p.reg.SetZeroFloor(st.NewestSample())
+	var err error
+	if cfg.SpanMetrics.Enabled {
+		if p.sm, err = spanmetrics.New(cfg.SpanMetrics, p.reg); err != nil {
+			p.reg.Close()
+			return nil, err
+		}
+	}
+	if cfg.ServiceGraph.Enabled {
+		if p.sg, err = servicegraph.New(cfg.ServiceGraph, p.reg, servicegraph.Options{Tenant: tenant, Pool: e.edgePool}); err != nil {
+			p.reg.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// setPipeline makes p the instance's; a reload calls it under both of
+// the instance's locks.
+func (i *Instance) setPipeline(p *pipeline) {
+	i.Registry, i.SpanMetrics, i.ServiceGraph = p.reg, p.sm, p.sg
+}
+
+// registerServiceGraph lets the tenant's edge store report itself,
+// labelled with its tenant.
+func (e *Engine) registerServiceGraph(inst *Instance) {
+	if e.promReg == nil {
+		return
+	}
+	if err := e.promReg.Register(inst.ServiceGraph); err != nil {
+		e.logger.Warn("service graph self-metrics not registered", "tenant", inst.Tenant, "err", err)
+	}
+}
+
+// openRemoteWrite starts a tenant's remote write to cfg's endpoints; nil
+// without endpoints. It switches from catching up to live shipping
+// between two collections, hence the collection lock.
+func (e *Engine) openRemoteWrite(cfg *config.Config, inst *Instance) (*remotewrite.Writer, error) {
+	if len(cfg.RemoteWrite) == 0 {
+		return nil, nil
+	}
+	rw, err := remotewrite.Open(cfg.RemoteWrite, inst.Tenant, inst.Store, remotewrite.Options{
+		Lock: &inst.collectMu, Logger: e.logger.With("component", "remote_write"), Registerer: e.promReg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rw.Start(context.Background())
+	return rw, nil
 }
 
 // Tenant returns a tenant's instance, or nil when it is not open (see
@@ -460,9 +521,11 @@ func (e *Engine) expireAll() {
 	insts := e.acquireOpen()
 	defer e.releaseAll(insts)
 	for _, inst := range insts {
+		inst.pipeMu.RLock()
 		if inst.ServiceGraph != nil {
 			inst.ServiceGraph.Expire()
 		}
+		inst.pipeMu.RUnlock()
 	}
 }
 

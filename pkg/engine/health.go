@@ -81,6 +81,8 @@ func (e *Engine) Health(tenant string) Health {
 	if inst == nil {
 		return h
 	}
+	inst.pipeMu.RLock()
+	defer inst.pipeMu.RUnlock()
 	o := &OpenHealth{ActiveSeries: inst.Registry.ActiveSeries(), LastCollection: inst.LastCollection()}
 	o.CollectionLate = !o.LastCollection.IsZero() && time.Since(o.LastCollection) > 3*e.cfg.CollectionInterval+time.Second
 	if inst.ServiceGraph != nil {

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/spangraph/spangraph/pkg/otlp"
@@ -156,13 +157,30 @@ func (l TenantLimits) effective() TenantLimits {
 	return l
 }
 
-// Limits applies the limits of every tenant. Build it with New.
+// Limits applies the limits of every tenant. Build it with New; Update
+// replaces them (a config reload).
 type Limits struct {
-	defaults  TenantLimits
-	overrides map[string]TenantLimits // resolved once, read-only after New
+	table atomic.Pointer[table]
 
 	rate  *RateLimiter
 	names *SpanNames
+}
+
+// table is a config's limits resolved per tenant, read-only once built.
+type table struct {
+	defaults  TenantLimits
+	overrides map[string]TenantLimits
+}
+
+func newTable(cfg Config) *table {
+	t := &table{
+		defaults:  cfg.TenantLimits.effective(),
+		overrides: make(map[string]TenantLimits, len(cfg.Overrides)),
+	}
+	for id, o := range cfg.Overrides {
+		t.overrides[id] = o.apply(cfg.TenantLimits).effective()
+	}
+	return t
 }
 
 // New validates cfg and returns the limits it describes. Span names not
@@ -172,13 +190,8 @@ func New(cfg Config, spanNameTTL time.Duration) (*Limits, error) {
 	if err := cfg.Validate("limits"); err != nil {
 		return nil, err
 	}
-	l := &Limits{
-		defaults:  cfg.TenantLimits.effective(),
-		overrides: make(map[string]TenantLimits, len(cfg.Overrides)),
-	}
-	for t, o := range cfg.Overrides {
-		l.overrides[t] = o.apply(cfg.TenantLimits).effective()
-	}
+	l := &Limits{}
+	l.table.Store(newTable(cfg))
 	l.rate = NewRateLimiter(func(tenant string) (float64, int) {
 		tl := l.For(tenant)
 		return tl.SpansPerSecond, tl.Burst
@@ -190,12 +203,24 @@ func New(cfg Config, spanNameTTL time.Duration) (*Limits, error) {
 	return l, nil
 }
 
+// Update validates cfg and makes its limits apply from the next request.
+// Rate buckets start again full at the new rates.
+func (l *Limits) Update(cfg Config) error {
+	if err := cfg.Validate("limits"); err != nil {
+		return err
+	}
+	l.table.Store(newTable(cfg))
+	l.rate.Reset()
+	return nil
+}
+
 // For returns the effective limits of tenant (burst filled in).
 func (l *Limits) For(tenant string) TenantLimits {
-	if o, ok := l.overrides[tenant]; ok {
+	t := l.table.Load()
+	if o, ok := t.overrides[tenant]; ok {
 		return o
 	}
-	return l.defaults
+	return t.defaults
 }
 
 // RateLimiter returns the tenants' token buckets.

@@ -489,3 +489,36 @@ func TestLimitsAllowUsesOverrides(t *testing.T) {
 		t.Errorf("default burst of 10: %v", err)
 	}
 }
+
+// TestUpdate: reloaded limits apply from the next request, rates
+// included; an invalid config is refused whole and changes nothing.
+func TestUpdate(t *testing.T) {
+	l := mustNew(t, Config{TenantLimits: TenantLimits{MaxSpansPerRequest: 10, SpansPerSecond: 1, Burst: 5}})
+	if err := l.Allow("t-upd", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Allow("t-upd", 5); err == nil {
+		t.Fatal("the bucket of 5 let 10 spans through")
+	}
+	if err := l.Update(Config{
+		TenantLimits: TenantLimits{MaxSpansPerRequest: 100, SpansPerSecond: 1000},
+		Overrides:    map[string]Override{"small": {MaxSpansPerRequest: ptr(2)}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.CheckRequest("t-upd", 50); err != nil {
+		t.Errorf("the new max_spans_per_request does not apply: %v", err)
+	}
+	if err := l.CheckRequest("small", 3); err == nil {
+		t.Error("the new override does not apply")
+	}
+	if err := l.Allow("t-upd", 500); err != nil {
+		t.Errorf("the new rate does not apply: %v", err)
+	}
+	if err := l.Update(Config{TenantLimits: TenantLimits{MaxSpansPerRequest: -1}}); err == nil || !strings.Contains(err.Error(), "limits.max_spans_per_request") {
+		t.Errorf("invalid update: %v, want an error naming the key", err)
+	}
+	if err := l.CheckRequest("t-upd", 50); err != nil {
+		t.Errorf("a refused update changed the limits: %v", err)
+	}
+}

@@ -36,9 +36,17 @@ type bucket struct {
 }
 
 // NewRateLimiter returns a limiter whose per-tenant rate and burst come
-// from limit, asked once per tenant (limits are static for a process).
+// from limit, asked once per tenant until Reset.
 func NewRateLimiter(limit func(tenant string) (perSecond float64, burst int)) *RateLimiter {
 	return &RateLimiter{limit: limit, now: time.Now, buckets: map[string]*bucket{}}
+}
+
+// Reset forgets every bucket, so that limit is asked again (the limits
+// were reloaded); each tenant starts again with a full burst.
+func (r *RateLimiter) Reset() {
+	r.mu.Lock()
+	r.buckets = map[string]*bucket{}
+	r.mu.Unlock()
 }
 
 // Allow takes n tokens from the tenant's bucket. When it cannot, it takes

@@ -22,6 +22,9 @@ type ServerConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds a request's headers.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// EnableReload serves POST /-/reload, which re-reads the config as
+	// SIGHUP does (Prometheus' --web.enable-lifecycle); off by default.
+	EnableReload bool `yaml:"enable_reload"`
 }
 
 // DefaultServerConfig returns the defaults: generous for Grafana and

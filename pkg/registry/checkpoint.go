@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -131,6 +132,29 @@ type CheckpointStats struct {
 // timestamp (unix ms), which must be later than every collection before
 // it and earlier than every collection after it.
 func (r *Registry) WriteCheckpoint(w io.Writer, at int64) (CheckpointStats, error) {
+	return r.writeCheckpoint(w, at, r.checkpointSince.Load())
+}
+
+// MoveTo hands every series of r to dst, a registry built under a new
+// config (a reload): a series whose metric keeps its name, label names
+// and buckets goes on in dst with its value, as after a crash; the others
+// end. r must not be used afterwards: its memory goes back to its pool
+// before dst draws on it.
+func (r *Registry) MoveTo(dst *Registry) (CheckpointStats, error) {
+	var buf bytesBuffer
+	if _, err := r.writeCheckpoint(&buf, 0, math.MinInt64); err != nil {
+		return CheckpointStats{}, err
+	}
+	r.Close()
+	return dst.RestoreCheckpoint(bytes.NewReader(buf.b), math.MinInt64)
+}
+
+// bytesBuffer collects a checkpoint in memory.
+type bytesBuffer struct{ b []byte }
+
+func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
+
+func (r *Registry) writeCheckpoint(w io.Writer, at, since int64) (CheckpointStats, error) {
 	// The file is built in memory, reused from one checkpoint to the
 	// next: a section's series count comes before its series, and
 	// nothing is written to w under a shard lock.
@@ -138,7 +162,6 @@ func (r *Registry) WriteCheckpoint(w io.Writer, at int64) (CheckpointStats, erro
 	defer r.cpMu.Unlock()
 	out := append(r.cpBuf[:0], checkpointMagic...)
 	out = binary.AppendVarint(out, at)
-	since := r.checkpointSince.Load()
 	r.mu.Lock()
 	metrics := r.metrics
 	r.mu.Unlock()

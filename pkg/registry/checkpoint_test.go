@@ -240,3 +240,40 @@ func FuzzRestoreCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+// TestMoveTo: a reload hands the series on: those whose metric keeps its
+// shape continue (value kept, no leading zero, so no reset), the others
+// end; the old registry's memory goes back to the pool first.
+func TestMoveTo(t *testing.T) {
+	t0 := cpTime()
+	pool := budget.NewPool("series", 1<<20)
+	old := New(DefaultConfig())
+	old.UsePool(pool)
+	calls := old.NewCounter("edges_total", []string{"client", "server"})
+	lat := old.NewHistogram("latency", []string{"service"}, []float64{0.1, 1}, "calls_total")
+	calls.Add(MakeLabelValues([]string{"a", "b"}), 3)
+	lat.Observe(MakeLabelValues([]string{"svc"}), 0.5, 1, nil, 0, 1)
+	valuesAt(t, old, t0)
+	calls.Add(MakeLabelValues([]string{"a", "b"}), 1) // since the collection
+	held := pool.InUse()
+
+	dst := New(DefaultConfig())
+	dst.UsePool(pool)
+	dstCalls := dst.NewCounter("edges_total", []string{"client", "server"})
+	dst.NewHistogram("latency", []string{"service", "http_method"}, []float64{0.1, 1}, "calls_total") // a new dimension
+	st, err := old.MoveTo(dst)
+	if err != nil || st.Series != 1 || st.Skipped != 1 {
+		t.Fatalf("MoveTo: %+v, %v; want the counter moved and the histogram ended", st, err)
+	}
+	if pool.InUse() >= held {
+		t.Errorf("pool holds %d after the move, %d before: the old registry's memory was not given back", pool.InUse(), held)
+	}
+	dstCalls.Add(MakeLabelValues([]string{"a", "b"}), 1)
+	got, zeros := valuesAt(t, dst, t0.Add(time.Second))
+	if v := got[`{__name__="edges_total", client="a", server="b"}`]; v != 5 {
+		t.Errorf("moved counter = %v, want 5 (3 stored, 1 since, 1 after)", v)
+	}
+	if len(zeros) != 0 {
+		t.Errorf("moved series got leading zeros (a reset): %v", zeros)
+	}
+}

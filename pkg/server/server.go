@@ -72,6 +72,8 @@ func (s *Server) Close() error { return s.srv.Close() }
 //   - /metrics, /debug/pprof/, /-/tenants, /-/health?tenant=: what concerns
 //     every tenant (the last: one tenant's engine health, as JSON), for
 //     operators only (auth.Operator);
+//   - POST /-/reload: re-reads the config (with http_server.enable_reload),
+//     for operators only;
 //   - /-/healthy, /-/ready: probes, open;
 //   - /: a page of links for a person with a browser.
 func Handler(eng *engine.Engine, q *query.Querier) http.Handler {
@@ -99,6 +101,22 @@ func Handler(eng *engine.Engine, q *query.Querier) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(eng.Health(t))
+	})))
+	mux.Handle("/-/reload", a.OperatorMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Prometheus' lifecycle endpoint, with its answers.
+		if !eng.Config().HTTPServer.EnableReload {
+			http.Error(w, "Lifecycle API is not enabled: set http_server.enable_reload.", http.StatusForbidden)
+			return
+		}
+		if r.Method != http.MethodPost && r.Method != http.MethodPut {
+			w.Header().Set("Allow", "POST, PUT")
+			http.Error(w, "reload with POST", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := eng.ReloadConfig(); err != nil {
+			http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
 	})))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Spangraph is Healthy.\n")

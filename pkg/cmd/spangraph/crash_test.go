@@ -34,6 +34,7 @@ func TestServeHardening(t *testing.T) {
 		"disk_full":                      testDiskFull,
 		"tenant_lifecycle":               testTenantLifecycle,
 		"crash_after_checkpoint":         testCrashAfterCheckpoint,
+		"reload":                         testReload,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -417,4 +418,62 @@ func testCrashAfterCheckpoint(t *testing.T, bin string) {
 	if points["new"] < 2*2 { // two status series, each a zero and a value
 		t.Errorf("new has %v samples, want its leading zeros and values", points["new"])
 	}
+}
+
+// testReload: SIGHUP and POST /-/reload read the config file again; the
+// new limits apply to the next request, a broken file is refused whole
+// (the running config stays, the metric says so), and the listeners and
+// the store stay up throughout.
+func testReload(t *testing.T, bin string) {
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "spangraph.yaml")
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(cfgFile, []byte("http_server:\n  enable_reload: true\n"+content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("limits:\n  max_spans_per_request: 100\n")
+	srv := startServer(t, bin, filepath.Join(dir, "data"), "--config", cfgFile)
+	if code := sendSpans(t, srv.otlpHTTP, "before", nil); code != http.StatusOK {
+		t.Fatalf("send: %d", code)
+	}
+	metric := func(name string) string {
+		t.Helper()
+		_, m := apiGet(t, srv.http, "/metrics", nil, nil)
+		return regexp.MustCompile(`(?m)^`+name+` (\S+)$`).FindStringSubmatch(m + "\n")[1]
+	}
+
+	write("limits:\n  max_spans_per_request: 2\n")
+	if err := srv.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, srv, `configuration reloaded`)
+	if code := sendSpans(t, srv.otlpHTTP, "after", nil); code == http.StatusOK {
+		t.Error("3 spans accepted after a reload to max_spans_per_request: 2")
+	}
+	if v := metric("spangraph_config_last_reload_successful"); v != "1" {
+		t.Errorf("spangraph_config_last_reload_successful %s after a reload", v)
+	}
+
+	write("limits:\n  max_spans_per_request: 100\nservicegraph:\n  wait: -1s\n")
+	code, body := do(t, http.MethodPost, "http://"+srv.http+"/-/reload", nil, nil)
+	if code != http.StatusInternalServerError || !strings.Contains(string(body), "servicegraph.wait") {
+		t.Errorf("POST /-/reload of a broken file: %d %s, want 500 naming servicegraph.wait", code, body)
+	}
+	if v := metric("spangraph_config_last_reload_successful"); v != "0" {
+		t.Errorf("spangraph_config_last_reload_successful %s after a failed reload", v)
+	}
+	if code := sendSpans(t, srv.otlpHTTP, "after", nil); code == http.StatusOK {
+		t.Error("a refused reload changed the limits")
+	}
+	write("limits:\n  max_spans_per_request: 100\n")
+	if code, body := do(t, http.MethodPost, "http://"+srv.http+"/-/reload", nil, nil); code != http.StatusOK {
+		t.Fatalf("POST /-/reload: %d %s", code, body)
+	}
+	if code := sendSpans(t, srv.otlpHTTP, "after", nil); code != http.StatusOK {
+		t.Errorf("after reloading the limits back: %d", code)
+	}
+	waitCalls(t, srv.http, "before", 3)
+	waitCalls(t, srv.http, "after", 3)
 }

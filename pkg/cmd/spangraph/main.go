@@ -171,6 +171,13 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	if err != nil {
 		return err
 	}
+	if !demo {
+		// SIGHUP and POST /-/reload read the file and the flags again;
+		// the demo's settings are its own, made at start.
+		eng.SetConfigSource(flags.Load)
+		stopReload := reloadOnSIGHUP(eng)
+		defer stopReload()
+	}
 	eng.LimitProcessMemory()
 	if err := eng.Start(); err != nil {
 		return err
@@ -294,4 +301,24 @@ func runLoadgen(ctx context.Context, args []string) error {
 	rep, err := loadgen.Run(ctx, o, progress)
 	fmt.Println(rep.String())
 	return err
+}
+
+// reloadOnSIGHUP reloads the engine's config on each SIGHUP, as Prometheus
+// does, until the returned function is called. The engine logs and counts
+// the outcome.
+func reloadOnSIGHUP(eng *engine.Engine) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				_ = eng.ReloadConfig()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); close(done) }
 }

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -97,7 +98,7 @@ func TestSplitByService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := &pool{payloads: payloads}
+	pl := newPool(payloads)
 	pass := func(round int) map[[16]byte]int {
 		traces := map[[16]byte]int{}
 		for i := range payloads {
@@ -132,6 +133,42 @@ func TestSplitByService(t *testing.T) {
 	for id := range first {
 		if _, again := second[id]; again {
 			t.Errorf("trace %x repeats in the next pass", id)
+		}
+	}
+}
+
+// TestRebuildKeepsBatchesWhole: a rebuilt pool takes over at the start of
+// the next pass, so that a pass under way, whose split parts must pair,
+// ends on the payloads it began with.
+func TestRebuildKeepsBatchesWhole(t *testing.T) {
+	mk := func(tag string, n int) []payload {
+		out := make([]payload, n)
+		for i := range out {
+			out[i] = payload{body: []byte(fmt.Sprintf("%s%d", tag, i)), group: i / 2}
+		}
+		return out
+	}
+	pl := newPool(mk("a", 6))
+	for _, c := range []struct {
+		i       int
+		rebuild bool
+		body    string
+		seq     uint64
+	}{
+		{i: 0, body: "a0", seq: 1},
+		{i: 7, body: "a1", seq: 4},
+		{i: 8, rebuild: true, body: "a2", seq: 5}, // the pass that began at 6 ends on a
+		{i: 11, body: "a5", seq: 6},
+		{i: 12, body: "b0", seq: 1},
+		{i: 9, body: "a3", seq: 5}, // a sender behind the others
+		{i: 19, body: "b1", seq: 4},
+	} {
+		if c.rebuild {
+			pl.replace(mk("b", 6))
+		}
+		p, seq := pl.get(c.i)
+		if string(p.body) != c.body || seq != c.seq {
+			t.Errorf("get(%d) = %s, %d; want %s, %d", c.i, p.body, seq, c.body, c.seq)
 		}
 	}
 }

@@ -219,21 +219,58 @@ func (p payload) unique(seq uint64, buf []byte) []byte {
 // timestamps stay within the receiver's ingestion slack while the senders
 // never wait for encoding.
 type pool struct {
-	mu       sync.RWMutex
-	payloads []payload
+	mu sync.Mutex
+	// cur serves sends from cur.from on, prev those before: a rebuilt set
+	// takes over only where a pass over the current one would start, so
+	// that the parts of one batch split by service all come from one set
+	// and still pair.
+	cur, prev payloadSet
+	// next is one past the highest send number handed out.
+	next int
 	// genMu serialises the generator between the rebuilds and last.
 	genMu sync.Mutex
+}
+
+// payloadSet is one build of the pool, serving sends from send number from.
+type payloadSet struct {
+	payloads []payload
+	from     int
+}
+
+func newPool(payloads []payload) *pool { return &pool{cur: payloadSet{payloads: payloads}} }
+
+// replace makes fresh the set for every send from the next pass on.
+func (p *pool) replace(fresh []payload) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.cur.payloads)
+	passes := 0
+	if p.next > p.cur.from {
+		passes = (p.next - p.cur.from + n - 1) / n
+	}
+	p.prev = p.cur
+	p.cur = payloadSet{payloads: fresh, from: p.cur.from + passes*n}
 }
 
 // get returns the i-th payload to send and the number that makes its
 // trace ids unique (see unique): the same for every part of one batch of
 // traces and pass over the pool, so that split parts still pair.
 func (p *pool) get(i int) (payload, uint64) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	pl := p.payloads[i%len(p.payloads)]
-	groups := p.payloads[len(p.payloads)-1].group + 1
-	return pl, uint64(i/len(p.payloads)*groups+pl.group) + 1
+	p.mu.Lock()
+	p.next = max(p.next, i+1)
+	set := p.cur
+	if i < set.from && p.prev.payloads != nil {
+		set = p.prev
+	}
+	p.mu.Unlock()
+	j := i - set.from
+	if j < 0 {
+		// A sender more than a rebuild behind: its batch is lost anyway.
+		j = i
+	}
+	pl := set.payloads[j%len(set.payloads)]
+	groups := set.payloads[len(set.payloads)-1].group + 1
+	return pl, uint64(j/len(set.payloads)*groups+pl.group) + 1
 }
 
 // last builds a request of exactly n spans (fewer than one payload has),
@@ -352,7 +389,7 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	if err != nil {
 		return Report{}, err
 	}
-	pl := &pool{payloads: payloads}
+	pl := newPool(payloads)
 
 	var s sender
 	if opts.Protocol == "grpc" {
@@ -390,9 +427,7 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 				fresh, err := build(opts, gen, poolSize)
 				pl.genMu.Unlock()
 				if err == nil {
-					pl.mu.Lock()
-					pl.payloads = fresh
-					pl.mu.Unlock()
+					pl.replace(fresh)
 				}
 			}
 		}

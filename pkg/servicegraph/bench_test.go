@@ -110,6 +110,56 @@ func BenchmarkPairing(b *testing.B) {
 	}
 }
 
+// BenchmarkPairingInFlight measures one client+server pair per op as SDK
+// exporters send them: each service's spans in requests of their own, new
+// trace ids in every request, and a server request arriving only after
+// inFlight other client requests, so that the store holds thousands of
+// pairs in flight (besides other half edges waiting out the whole wait):
+// a server finds its client among them, where BenchmarkPairing/split
+// finds it in the slot the previous server just freed.
+func BenchmarkPairingInFlight(b *testing.B) {
+	const inFlight = 64
+	for _, waiting := range []int{0, 200_000} {
+		b.Run(fmt.Sprintf("waiting=%d", waiting), func(b *testing.B) {
+			p := benchProcessor(b, false)
+			next := uint64(1 << 40)
+			if waiting > 0 {
+				fillClients(p, clientBatch(b, 1000, true), &next, waiting)
+			}
+			_, clients, servers := pairBatches(b, 0, false)
+			// Request r carries traces r*pairsPerBatch+1 onwards.
+			number := func(batch *otlp.Batch, r int) {
+				spans := batch.Resources[0].Spans
+				for i := range spans {
+					binary.BigEndian.PutUint64(spans[i].TraceID[8:], uint64(r*pairsPerBatch+i+1))
+				}
+			}
+			r := 0
+			push := func() {
+				number(clients, r)
+				p.Push(clients)
+				if r >= inFlight {
+					number(servers, r-inFlight)
+					p.Push(servers)
+				}
+				r++
+			}
+			for r < 2*inFlight {
+				push()
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for n := 0; n < b.N; n += pairsPerBatch {
+				push()
+			}
+			b.StopTimer()
+			if st := p.Stats(); st.Pending != waiting+inFlight*pairsPerBatch || st.Dropped != 0 {
+				b.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
 // BenchmarkPushParallel is BenchmarkPairing from every core at once, each
 // goroutine with traces of its own.
 func BenchmarkPushParallel(b *testing.B) {

@@ -17,8 +17,9 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY .config/ .config/
-COPY tsconfig.json plugin.json README.md ./
+COPY tsconfig.json webpack.config.ts plugin.json README.md ./
 COPY src/ src/
+COPY provisioning/dashboards/ provisioning/dashboards/
 RUN npm run build
 
 # --- backend: the plugin binary and the CLI ---------------------------------

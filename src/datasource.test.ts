@@ -127,6 +127,29 @@ describe('applyTemplateVariables', () => {
     });
   });
 
+  it('leaves $__interval to the backend and interpolates the legend and the min step', () => {
+    const { ds } = makeDataSource();
+    const scoped: ScopedVars = {
+      __interval: { text: '2s', value: '2s' },
+      __interval_ms: { text: '2000', value: '2000' },
+      step: { text: '1m', value: '1m' },
+    };
+    const out = ds.applyTemplateVariables(
+      {
+        refId: 'A',
+        expr: 'rate(x[$__interval]) > $__interval_ms',
+        legendFormat: '{{service}} $job',
+        interval: '$step',
+      },
+      scoped
+    );
+    expect(out).toMatchObject({
+      expr: 'rate(x[$__interval]) > $__interval_ms',
+      legendFormat: '{{service}} api',
+      interval: '1m',
+    });
+  });
+
   it('puts ad-hoc filters into filters for service graph queries', () => {
     const { ds } = makeDataSource({ defaultQueryType: 'serviceGraph' });
     const out = ds.applyTemplateVariables({ refId: 'A' }, {}, [{ key: 'env', operator: '!=', value: 'dev' }]);
@@ -175,7 +198,6 @@ describe('query helpers', () => {
       queryType: 'redTable',
       groupBy: 'service',
       spanKinds: ['SPAN_KIND_SERVER'],
-      topN: 20,
     });
   });
 

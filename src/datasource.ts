@@ -17,8 +17,9 @@ import {
 import { config, DataSourceWithBackend, getGrafanaLiveSrv, getTemplateSrv } from '@grafana/runtime';
 import { defer, map, merge, Observable, of } from 'rxjs';
 
-import { CompletionProvider } from './completion';
 import { adHocFiltersToMatchers, formatPromQLVariable, injectLabelMatchers } from './promql';
+import { MetadataSource } from './promqlClient';
+import { transformPromQLResponse } from './resultTransformer';
 import { QUERY_DEFAULTS, QueryType, resolveQueryType, SpangraphOptions, SpangraphQuery } from './types';
 
 /** The span-metrics connector's service graph series; its client/server labels name the services. */
@@ -43,7 +44,7 @@ type Params = Record<string, string | number>;
  */
 const LIVE_MAX_ROWS = 10_000;
 
-export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphOptions> implements CompletionProvider {
+export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphOptions> implements MetadataSource {
   readonly defaultQueryType: QueryType;
 
   constructor(instanceSettings: DataSourceInstanceSettings<SpangraphOptions>) {
@@ -71,16 +72,21 @@ export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphO
     const isLive = (q: SpangraphQuery) => !!q.live && resolveQueryType(q, this.defaultQueryType) !== 'promql';
     // Public dashboards have no Grafana Live connection, so their live queries run once like the rest.
     if (config.publicDashboardAccessToken || !request.targets.some(isLive)) {
-      return super.query(request);
+      return this.backendQuery(request);
     }
     const streams = request.targets
       .filter((q) => isLive(q) && this.filterQuery(q))
       .map((q) => this.liveQuery(this.applyTemplateVariables(q, request.scopedVars, request.filters), request.range));
     const rest = request.targets.filter((q) => !isLive(q));
     if (rest.length) {
-      streams.push(super.query({ ...request, targets: rest }));
+      streams.push(this.backendQuery({ ...request, targets: rest }));
     }
     return streams.length ? merge(...streams) : of({ data: [] });
+  }
+
+  /** A one-off backend query, its PromQL results shaped as the Prometheus datasource shapes them. */
+  private backendQuery(request: DataQueryRequest<SpangraphQuery>): Observable<DataQueryResponse> {
+    return super.query(request).pipe(map((response) => transformPromQLResponse(response, request)));
   }
 
   private liveQuery(query: SpangraphQuery, range: TimeRange): Observable<DataQueryResponse> {
@@ -131,12 +137,17 @@ export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphO
   ): SpangraphQuery {
     const templateSrv = getTemplateSrv();
     const adHoc = adHocFiltersToMatchers(filters);
-    const expr = query.expr && templateSrv.replace(query.expr, scopedVars, formatPromQLVariable);
+    // As in the Prometheus datasource, $__interval and $__interval_ms are left to the backend, which substitutes the
+    // step it really uses (never below the collection interval); Grafana's own figure may be smaller.
+    const { __interval: _interval, __interval_ms: _intervalMs, ...vars } = scopedVars;
+    const expr = query.expr && templateSrv.replace(query.expr, vars, formatPromQLVariable);
     const userFilters = query.filters ? templateSrv.replace(query.filters, scopedVars) : '';
     return {
       ...query,
       queryType: resolveQueryType(query, this.defaultQueryType),
       expr: expr && injectLabelMatchers(expr, adHoc),
+      legendFormat: query.legendFormat && templateSrv.replace(query.legendFormat, vars),
+      interval: query.interval && templateSrv.replace(query.interval, vars),
       service: query.service && templateSrv.replace(query.service, scopedVars),
       // The backend adds `filters` to the selectors it builds for service graph and RED queries.
       filters: [userFilters, adHoc].filter(Boolean).join(','),
@@ -178,11 +189,7 @@ export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphO
     if ((m = q.match(/^query_result\((.+)\)$/))) {
       return this.queryResult(m[1], range);
     }
-    const series = await this.promApi<Array<Record<string, string>>>('api/v1/series', {
-      'match[]': q,
-      ...timeParams(range),
-    });
-    return series.map((labels) => ({ text: seriesText(labels) }));
+    return (await this.series(q, range)).map((labels) => ({ text: seriesText(labels) }));
   }
 
   async getTagKeys(options?: DataSourceGetTagKeysOptions<SpangraphQuery>): Promise<MetricFindValue[]> {
@@ -197,6 +204,10 @@ export class DataSource extends DataSourceWithBackend<SpangraphQuery, SpangraphO
 
   metricNames(): Promise<string[]> {
     return this.labelValues('__name__');
+  }
+
+  series(match: string, range?: TimeRange): Promise<Array<Record<string, string>>> {
+    return this.promApi('api/v1/series', { 'match[]': match, ...timeParams(range) });
   }
 
   labelNames(match?: string, range?: TimeRange): Promise<string[]> {

@@ -1,6 +1,8 @@
 import { DataSourceJsonData } from '@grafana/data';
 import { DataQuery } from '@grafana/schema';
 
+import backendDefaults from './queryDefaults.json';
+
 export type QueryType = 'promql' | 'serviceGraph' | 'redTable';
 
 export interface SpangraphQuery extends DataQuery {
@@ -39,6 +41,8 @@ export interface SpangraphQuery extends DataQuery {
 }
 
 export interface SpangraphOptions extends DataSourceJsonData {
+  /** The datasource's min interval, as for Prometheus; Grafana shows it in the query options (plugin.json queryOptions). */
+  timeInterval?: string;
   tenant?: string;
   tracesDatasourceUid?: string;
   defaultQueryType?: QueryType;
@@ -65,11 +69,19 @@ export const SPAN_KINDS = [
   'SPAN_KIND_INTERNAL',
 ];
 
-/** Fields a fresh query of each type starts with; existing values always win over these. */
+/**
+ * Fields a fresh query of each type starts with; existing values always win over these. The service graph and RED
+ * table figures are the backend's own defaults (queryDefaults.json is written by pkg/plugin's TestQueryDefaultsJSON),
+ * so a query that leaves a field out gets what the editor shows. No connection type means every type.
+ */
 export const QUERY_DEFAULTS: Record<QueryType, Partial<SpangraphQuery>> = {
   promql: { expr: '', range: true, instant: false, format: 'time_series', exemplar: false },
-  serviceGraph: { depth: 2, connectionTypes: CONNECTION_TYPES.map((c) => c.value), filters: '', maxNodes: 200 },
-  redTable: { groupBy: 'service', spanKinds: ['SPAN_KIND_SERVER'], topN: 20 },
+  serviceGraph: { ...backendDefaults.serviceGraph, connectionTypes: [], filters: '' },
+  redTable: {
+    groupBy: backendDefaults.redTable.groupBy as SpangraphQuery['groupBy'],
+    spanKinds: backendDefaults.redTable.spanKinds,
+    topN: backendDefaults.redTable.topN || undefined,
+  },
 };
 
 export function resolveQueryType(query: Partial<SpangraphQuery>, fallback: QueryType = 'promql'): QueryType {

@@ -14,21 +14,21 @@ import (
 )
 
 func graphOptions(tr backend.TimeRange, m queryModel) query.GraphOptions {
-	return query.GraphOptions{
+	return withGraphDefaults(query.GraphOptions{
 		Start: tr.From, End: tr.To,
 		Service: m.Service, Depth: m.Depth,
 		ConnectionTypes: m.ConnectionTypes,
 		Matchers:        m.Filters,
 		MaxNodes:        m.MaxNodes,
-	}
+	})
 }
 
 func redOptions(tr backend.TimeRange, m queryModel) query.REDOptions {
-	return query.REDOptions{
+	return withREDDefaults(query.REDOptions{
 		Start: tr.From, End: tr.To,
 		GroupBy: m.GroupBy, SpanKinds: m.SpanKinds, TopN: m.TopN,
 		Matchers: m.Filters, Service: m.Service,
-	}
+	})
 }
 
 func (i *Instance) serviceGraph(ctx context.Context, tr backend.TimeRange, m queryModel) backend.DataResponse {
@@ -96,14 +96,21 @@ func fixedColor(c string) map[string]any { return map[string]any{"mode": "fixed"
 // units and colours of Grafana's Tempo service map so that both read alike.
 func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames {
 	n := len(g.Nodes)
-	ids, titles, subtitles, kinds := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	avg, rate, ok, failed, errPct := make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n)
-	p90 := make([]*string, n)
+	ids, titles, subtitles, kinds, traceQL := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	avg, rate, ok, failed := make([]*float64, n), make([]*float64, n), make([]*float64, n), make([]*float64, n)
+	errPct, p90 := make([]*string, n), make([]*string, n)
+	instrumented := make([]bool, n)
+	peer := i.peerTraceQL()
 	for j, nd := range g.Nodes {
 		ids[j], titles[j], subtitles[j], kinds[j] = nd.ID, nd.Title, nd.Subtitle, nd.Kind
 		avg[j], rate[j] = nullable(nd.AvgMs), nullable(nd.Rate)
 		ok[j], failed[j] = nullable(nd.ArcSuccess), nullable(nd.ArcFailed)
-		errPct[j], p90[j] = nullable(nd.ErrorRatio*100), latencyText(nd.P90Ms, nd.P90Under)
+		errPct[j], p90[j] = percentText(nd.ErrorRatio), latencyText(nd.P90Ms, nd.P90Under)
+		instrumented[j] = nd.Instrumented
+		traceQL[j] = serviceTraceQL(nd.ID)
+		if !nd.Instrumented {
+			traceQL[j] = peer(nd.ID)
+		}
 	}
 	idField := data.NewField("id", nil, ids)
 	idField.Config = &data.FieldConfig{Links: i.nodeLinks(o)}
@@ -115,9 +122,14 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 		withConfig(data.NewField("secondarystat", nil, rate), &data.FieldConfig{DisplayName: "Requests per second", Unit: "r/sec"}),
 		withConfig(data.NewField("arc__success", nil, ok), &data.FieldConfig{DisplayName: "Success", Color: fixedColor("green")}),
 		withConfig(data.NewField("arc__failed", nil, failed), &data.FieldConfig{DisplayName: "Failed", Color: fixedColor("red")}),
-		withConfig(data.NewField("detail__error_percent", nil, errPct), &data.FieldConfig{DisplayName: "Errors", Unit: "percent"}),
+		withConfig(data.NewField("detail__error_percent", nil, errPct), &data.FieldConfig{DisplayName: "Errors"}),
 		withConfig(data.NewField("detail__p90", nil, p90), &data.FieldConfig{DisplayName: "p90 latency"}),
 		withConfig(data.NewField("detail__kind", nil, kinds), &data.FieldConfig{DisplayName: "Kind"}),
+		// The node graph draws an uninstrumented node apart.
+		data.NewField("isInstrumented", nil, instrumented),
+		// What "View traces" searches: the node's own spans, or, for a
+		// peer that sends none, the spans that name it.
+		data.NewField("traceql", nil, traceQL),
 	)
 	nodes.Meta = &data.FrameMeta{PreferredVisualization: data.VisTypeNodeGraph}
 	if g.Truncated {
@@ -127,8 +139,13 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 
 	e := len(g.Edges)
 	eids, sources, targets, ctypes := make([]string, e), make([]string, e), make([]string, e), make([]string, e)
-	eavg, erate, eerr := make([]*float64, e), make([]*float64, e), make([]*float64, e)
-	ep90 := make([]*string, e)
+	eavg, erate := make([]*float64, e), make([]*float64, e)
+	eerr, ep90 := make([]*string, e), make([]*string, e)
+	etraceQL := make([]string, e)
+	instrumentedNode := map[string]bool{}
+	for _, nd := range g.Nodes {
+		instrumentedNode[nd.ID] = nd.Instrumented
+	}
 	for j, ed := range g.Edges {
 		eids[j], sources[j], targets[j] = ed.ID, ed.Source, ed.Target
 		ctypes[j] = ed.ConnectionType
@@ -136,17 +153,24 @@ func (i *Instance) graphFrames(g *query.Graph, o query.GraphOptions) data.Frames
 			ctypes[j] = "rpc"
 		}
 		eavg[j], erate[j] = nullable(ed.AvgMs), nullable(ed.Rate)
-		eerr[j], ep90[j] = nullable(ed.ErrorRatio*100), latencyText(ed.P90Ms, ed.P90Under)
+		eerr[j], ep90[j] = percentText(ed.ErrorRatio), latencyText(ed.P90Ms, ed.P90Under)
+		etraceQL[j] = serviceTraceQL(ed.Target)
+		if !instrumentedNode[ed.Target] {
+			etraceQL[j] = peer(ed.Target)
+		}
 	}
+	edgeID := data.NewField("id", nil, eids)
+	edgeID.Config = &data.FieldConfig{Links: i.edgeLinks(o)}
 	edges := data.NewFrame("edges",
-		data.NewField("id", nil, eids),
+		edgeID,
 		data.NewField("source", nil, sources),
 		data.NewField("target", nil, targets),
 		withConfig(data.NewField("mainstat", nil, eavg), &data.FieldConfig{DisplayName: "Average response time", Unit: "ms/r"}),
 		withConfig(data.NewField("secondarystat", nil, erate), &data.FieldConfig{DisplayName: "Requests per second", Unit: "r/sec"}),
-		withConfig(data.NewField("detail__error_percent", nil, eerr), &data.FieldConfig{DisplayName: "Errors", Unit: "percent"}),
+		withConfig(data.NewField("detail__error_percent", nil, eerr), &data.FieldConfig{DisplayName: "Errors"}),
 		withConfig(data.NewField("detail__p90", nil, ep90), &data.FieldConfig{DisplayName: "p90 latency"}),
 		withConfig(data.NewField("detail__connection_type", nil, ctypes), &data.FieldConfig{DisplayName: "Connection type"}),
+		data.NewField("traceql", nil, etraceQL),
 	)
 	edges.Meta = &data.FrameMeta{PreferredVisualization: data.VisTypeNodeGraph}
 	return data.Frames{nodes, edges}
@@ -184,6 +208,10 @@ func (i *Instance) tracesLink(traceql string) []data.DataLink {
 	}}
 }
 
+// rowTraceQL is the row's own search, from its traceql field: a link is
+// the same for every row, the search is not.
+const rowTraceQL = "${__data.fields.traceql}"
+
 func (i *Instance) nodeLinks(o query.GraphOptions) []data.DataLink {
 	const node = "${__data.fields.id}"
 	qs := query.NodeQueries(node, o)
@@ -192,7 +220,64 @@ func (i *Instance) nodeLinks(o query.GraphOptions) []data.DataLink {
 		i.exploreLink("Error rate", qs["errorRate"]),
 		i.exploreLink("p90 latency (seconds)", qs["p90"]),
 	}
-	return append(links, i.tracesLink(`{resource.service.name="`+node+`"}`)...)
+	return append(links, i.tracesLink(rowTraceQL)...)
+}
+
+// edgeLinks are the links of Grafana's Tempo service map on an edge: the
+// pair's request rate, p90 and failed requests in Explore, and its
+// server's traces.
+func (i *Instance) edgeLinks(o query.GraphOptions) []data.DataLink {
+	sel := `client="${__data.fields.source}", server="${__data.fields.target}"`
+	if f := strings.TrimSpace(o.Matchers); f != "" {
+		sel += ", " + f
+	}
+	const w = "[$__rate_interval]"
+	links := []data.DataLink{
+		i.exploreLink("Request rate", "sum by (client, server) (rate(traces_service_graph_request_total{"+sel+"}"+w+"))"),
+		i.exploreLink("Request histogram", "histogram_quantile(0.9, sum by (le, client, server) (rate(traces_service_graph_request_server_seconds_bucket{"+sel+"}"+w+")))"),
+		i.exploreLink("Failed request rate", "sum by (client, server) (rate(traces_service_graph_request_failed_total{"+sel+"}"+w+"))"),
+	}
+	return append(links, i.tracesLink(rowTraceQL)...)
+}
+
+// serviceTraceQL searches the spans of an instrumented service.
+func serviceTraceQL(service string) string {
+	return `{resource.service.name=` + strconv.Quote(service) + `}`
+}
+
+// peerTraceQL returns the search for an uninstrumented peer or database:
+// the client spans that name it, by the attributes the service graph
+// names such peers from (servicegraph.peer_attributes,
+// server.address, servicegraph.database_name_attributes), as Tempo's
+// service map searches an uninstrumented node by its peer attribute.
+func (i *Instance) peerTraceQL() func(peer string) string {
+	var attrs []string
+	seen := map[string]bool{}
+	sg := i.svc.eng.Config().ServiceGraph
+	for _, a := range append(append(append([]string(nil), sg.PeerAttributes...), "server.address"), sg.DatabaseNameAttributes...) {
+		if !seen[a] {
+			seen[a] = true
+			attrs = append(attrs, a)
+		}
+	}
+	return func(peer string) string {
+		terms := make([]string, len(attrs))
+		for j, a := range attrs {
+			terms[j] = "span." + a + "=" + strconv.Quote(peer)
+		}
+		return "{" + strings.Join(terms, " || ") + "}"
+	}
+}
+
+// percentText is an error ratio as the node graph's details show it, a
+// text such as "20 %" (the details print a number with two decimals and
+// the unit's id, "20.00 percent"); nil when unknown.
+func percentText(ratio float64) *string {
+	if nullable(ratio) == nil {
+		return nil
+	}
+	s := strconv.FormatFloat(math.Round(ratio*10000)/100, 'f', -1, 64) + " %"
+	return &s
 }
 
 // redQueries are the PromQL behind a RED row's figures, over the span

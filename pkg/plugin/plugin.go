@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
+	"github.com/grafana/grafana-plugin-sdk-go/backend/gtime"
 	"github.com/grafana/grafana-plugin-sdk-go/backend/instancemgmt"
 	"github.com/grafana/grafana-plugin-sdk-go/backend/resource/httpadapter"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,10 +52,14 @@ type Options struct {
 // Service is what every datasource instance of the process shares: the
 // engine, one PromQL querier and the span-rate tracker behind health.
 type Service struct {
-	eng      *engine.Engine
-	querier  *query.Querier
-	spans    *rateTracker
-	startErr error
+	eng     *engine.Engine
+	querier *query.Querier
+	// exemplars reads exemplars; the querier's, replaced in tests that
+	// need it to fail.
+	exemplars func(ctx context.Context, tenant, expr string, start, end time.Time) ([]query.ExemplarSeries, error)
+	logger    *slog.Logger
+	spans     *rateTracker
+	startErr  error
 }
 
 // New returns the Service over a started engine.
@@ -66,10 +71,13 @@ func New(eng *engine.Engine, opts Options) *Service {
 	if opts.Query == (query.Config{}) {
 		opts.Query = eng.Config().Query
 	}
+	q := query.NewQuerier(eng, opts.Query, logger, opts.Registerer)
 	return &Service{
-		eng:     eng,
-		querier: query.NewQuerier(eng, opts.Query, logger, opts.Registerer),
-		spans:   newRateTracker(eng.Receiver().Received, time.Minute, 12),
+		eng:       eng,
+		querier:   q,
+		exemplars: q.Exemplars,
+		logger:    logger,
+		spans:     newRateTracker(eng.Receiver().Received, time.Minute, 12),
 	}
 }
 
@@ -101,6 +109,12 @@ type Settings struct {
 	TracesDatasourceUID string `json:"tracesDatasourceUid"`
 	// DefaultQueryType applies to queries with neither queryType nor expr.
 	DefaultQueryType string `json:"defaultQueryType"`
+	// TimeInterval is the datasource's "Min interval" (Grafana's
+	// jsonData.timeInterval, as for Prometheus): the least step of a
+	// PromQL query without a min step of its own.
+	TimeInterval string `json:"timeInterval"`
+
+	timeInterval time.Duration
 }
 
 // Query types.
@@ -123,6 +137,13 @@ func ParseSettings(jsonData []byte) (Settings, error) {
 	}
 	if err := tenant.Validate(st.Tenant); err != nil {
 		return st, fmt.Errorf("datasource settings: tenant %q: %w", st.Tenant, err)
+	}
+	if st.TimeInterval != "" {
+		d, err := gtime.ParseIntervalStringToTimeDuration(st.TimeInterval)
+		if err != nil || d <= 0 {
+			return st, fmt.Errorf("datasource settings: timeInterval %q is not a duration such as 15s", st.TimeInterval)
+		}
+		st.timeInterval = d
 	}
 	switch st.DefaultQueryType {
 	case "":

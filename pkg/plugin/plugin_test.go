@@ -66,7 +66,7 @@ func TestInterpolate(t *testing.T) {
 func TestStepAndAlignment(t *testing.T) {
 	from := time.Date(2025, 1, 1, 0, 0, 7, 0, time.UTC)
 	q := backend.DataQuery{TimeRange: backend.TimeRange{From: from, To: from.Add(6 * time.Hour)}, Interval: 15 * time.Second, MaxDataPoints: 720}
-	p, err := newPromParams(q, queryModel{Expr: "x"}, 15*time.Second)
+	p, err := newPromParams(q, queryModel{Expr: "x"}, 0, 15*time.Second, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +74,41 @@ func TestStepAndAlignment(t *testing.T) {
 	if p.step != 30*time.Second || !p.start.Equal(from.Add(-7*time.Second)) || !p.withRange || p.withInstant {
 		t.Fatalf("got %+v", p)
 	}
-	p, _ = newPromParams(q, queryModel{Expr: "x", Interval: "2m", Instant: true, Range: true}, 15*time.Second)
-	if p.step != 2*time.Minute || !p.withRange || !p.withInstant {
-		t.Fatalf("min step: %+v", p)
+	short := backend.DataQuery{TimeRange: backend.TimeRange{From: from, To: from.Add(time.Hour)}, MaxDataPoints: 1000}
+	for _, tc := range []struct {
+		name       string
+		q          backend.DataQuery
+		m          queryModel
+		dsInterval time.Duration
+		scrape     time.Duration
+		want       time.Duration
+	}{
+		{"min step wins", q, queryModel{Interval: "2m"}, 0, 15 * time.Second, 2 * time.Minute},
+		{"a variable as min step is none", short, queryModel{Interval: "$__interval"}, 0, 15 * time.Second, 15 * time.Second},
+		{"the datasource's min interval", short, queryModel{}, time.Minute, 15 * time.Second, time.Minute},
+		{"Grafana's interval before the datasource's", backend.DataQuery{TimeRange: short.TimeRange, Interval: 30 * time.Second}, queryModel{}, time.Minute, 15 * time.Second, 30 * time.Second},
+		// A min step below the collection interval would ask rate() for
+		// windows of one sample.
+		{"never below the collection interval", short, queryModel{Interval: "1s"}, time.Second, 15 * time.Second, 15 * time.Second},
+	} {
+		tc.m.Expr = "rate(x[$__interval])"
+		p, err := newPromParams(tc.q, tc.m, tc.dsInterval, tc.scrape, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.step != tc.want || p.expr != "rate(x["+promDuration(tc.want)+"])" {
+			t.Errorf("%s: step %s, expr %s, want %s", tc.name, p.step, p.expr, tc.want)
+		}
 	}
-	if _, err := newPromParams(q, queryModel{Expr: "x", Interval: "often"}, time.Second); err == nil {
+	p, _ = newPromParams(q, queryModel{Expr: "x", Interval: "2m", Instant: true, Range: true, Exemplar: true}, 0, 15*time.Second, false)
+	if !p.withRange || !p.withInstant || !p.withExemplars {
+		t.Fatalf("range, instant and exemplars: %+v", p)
+	}
+	// Alert rules never evaluate exemplars.
+	if p, _ := newPromParams(q, queryModel{Expr: "x", Exemplar: true}, 0, 15*time.Second, true); p.withExemplars {
+		t.Fatal("exemplars for an alert rule")
+	}
+	if _, err := newPromParams(q, queryModel{Expr: "x", Interval: "often"}, 0, time.Second, false); err == nil {
 		t.Fatal("bad interval accepted")
 	}
 }
@@ -127,16 +157,11 @@ func TestPromQLFrames(t *testing.T) {
 		t.Fatalf("instant frame: %d rows, %v, %v", fr.Rows(), fr.Meta.Type, fr.Fields[1].At(0))
 	}
 
+	// The table format is shaped in the frontend: the backend answers
+	// with series, which alert rules can read.
 	r = f.run(t, dataQuery("B", from, to, map[string]any{"expr": expr, "instant": true, "range": false, "format": "table"}))
-	if r.Error != nil || len(r.Frames) != 1 {
-		t.Fatalf("table: %v", r.Error)
-	}
-	names := []string{}
-	for _, fl := range r.Frames[0].Fields {
-		names = append(names, fl.Name)
-	}
-	if strings.Join(names, ",") != "Time,service,Value #B" || r.Frames[0].Rows() != 2 {
-		t.Fatalf("table fields %v, %d rows", names, r.Frames[0].Rows())
+	if r.Error != nil || len(r.Frames) != 2 || r.Frames[0].Meta.Type != data.FrameTypeNumericMulti {
+		t.Fatalf("table: %v %v", r.Error, r.Frames)
 	}
 
 	// A query without results still says what was run.

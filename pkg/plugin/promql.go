@@ -36,33 +36,51 @@ type promParams struct {
 	at          time.Time // instant queries
 	refID       string
 	legend      string
-	format      string
 	withRange   bool
 	withInstant bool
+	// withExemplars is never set for alert rules, which read series only.
+	withExemplars bool
+}
+
+// minInterval is the lower bound of the step, in the Prometheus
+// datasource's order: the query's own min step, else the interval Grafana
+// computed for the panel (itself bounded by the datasource's min
+// interval), else the datasource's jsonData.timeInterval, else the
+// collection interval. A variable as min step counts as none.
+func minInterval(q backend.DataQuery, m queryModel, dsInterval, scrape time.Duration) (time.Duration, error) {
+	if m.Interval != "" && m.Interval != "0s" && !strings.Contains(m.Interval, "$") {
+		d, err := gtime.ParseIntervalStringToTimeDuration(m.Interval)
+		if err != nil {
+			return 0, fmt.Errorf("interval %q is not a duration such as 30s or 1m", m.Interval)
+		}
+		return d, nil
+	}
+	switch {
+	case q.Interval > 0:
+		return q.Interval, nil
+	case dsInterval > 0:
+		return dsInterval, nil
+	}
+	return scrape, nil
 }
 
 // newPromParams computes step, aligned range and substitutions the way the
 // Prometheus datasource does, with the collection interval as the scrape
-// interval.
-func newPromParams(q backend.DataQuery, m queryModel, scrape time.Duration) (promParams, error) {
+// interval. Unlike Prometheus, the store has one sample per collection,
+// so the step never goes below it: rate(x[$__interval]) always has two
+// samples to work with.
+func newPromParams(q backend.DataQuery, m queryModel, dsInterval, scrape time.Duration, fromAlert bool) (promParams, error) {
 	tr := q.TimeRange.To.Sub(q.TimeRange.From)
-	step := q.Interval
-	if m.Interval != "" && !strings.Contains(m.Interval, "$") {
-		minStep, err := gtime.ParseIntervalStringToTimeDuration(m.Interval)
-		if err != nil {
-			return promParams{}, fmt.Errorf("interval %q is not a duration such as 30s or 1m", m.Interval)
-		}
-		step = max(step, minStep)
+	step, err := minInterval(q, m, dsInterval, scrape)
+	if err != nil {
+		return promParams{}, err
 	}
 	if q.MaxDataPoints > 0 {
 		step = max(step, gtime.RoundInterval(tr/time.Duration(q.MaxDataPoints)))
 	}
 	// Above the point cap, the query would be refused; a coarser step is
 	// what Grafana's Prometheus datasource substitutes.
-	step = max(step, gtime.RoundInterval(tr/maxResolution))
-	if step <= 0 {
-		step = scrape
-	}
+	step = max(step, gtime.RoundInterval(tr/maxResolution), scrape)
 	p := promParams{
 		start:       align(q.TimeRange.From, step),
 		end:         align(q.TimeRange.To, step),
@@ -70,10 +88,10 @@ func newPromParams(q backend.DataQuery, m queryModel, scrape time.Duration) (pro
 		step:        step,
 		refID:       q.RefID,
 		legend:      m.LegendFormat,
-		format:      m.Format,
 		withRange:   m.Range || !m.Instant,
 		withInstant: m.Instant,
 	}
+	p.withExemplars = m.Exemplar && p.withRange && !fromAlert
 	p.expr = interpolate(m.Expr, step, tr, scrape)
 	return p, nil
 }
@@ -127,12 +145,12 @@ func promDuration(d time.Duration) string {
 	return model.Duration(d).String()
 }
 
-func (i *Instance) promQL(ctx context.Context, q backend.DataQuery, m queryModel) backend.DataResponse {
+func (i *Instance) promQL(ctx context.Context, q backend.DataQuery, m queryModel, fromAlert bool) backend.DataResponse {
 	if strings.TrimSpace(m.Expr) == "" {
 		return backend.ErrDataResponse(backend.StatusBadRequest,
 			"expr is empty: write a PromQL expression, e.g. sum by (service) (rate(traces_spanmetrics_calls_total[$__rate_interval]))")
 	}
-	p, err := newPromParams(q, m, i.svc.eng.Config().CollectionInterval)
+	p, err := newPromParams(q, m, i.settings.timeInterval, i.svc.eng.Config().CollectionInterval, fromAlert)
 	if err != nil {
 		return backend.ErrDataResponse(backend.StatusBadRequest, err.Error())
 	}
@@ -151,12 +169,14 @@ func (i *Instance) promQL(ctx context.Context, q backend.DataQuery, m queryModel
 		}
 		resp.Frames = append(resp.Frames, p.frames(res, true)...)
 	}
-	if m.Exemplar && p.withRange {
+	if p.withExemplars {
+		// As with Prometheus, exemplars are an extra: when they fail, the
+		// series still come back and the failure goes to the log.
 		f, err := i.exemplarFrame(ctx, p)
-		if err != nil {
-			return promError(p.expr, err)
-		}
-		if f != nil {
+		switch {
+		case err != nil:
+			i.svc.logger.Warn("exemplar query failed", "query", p.expr, "err", err)
+		case f != nil:
 			resp.Frames = append(resp.Frames, f)
 		}
 	}
@@ -182,35 +202,23 @@ func (p promParams) meta(t data.FrameType, resultType string) *data.FrameMeta {
 	}
 }
 
-// frames turns a result into the frames the Prometheus datasource returns:
-// one frame per series, named by the legend, or one table frame.
+// frames turns a result into the frames the Prometheus datasource's
+// backend returns: one frame per series, a time series for a range query
+// and a number for an instant one, which is what alert rules and
+// server-side expressions read. The table and heatmap formats, and the
+// table that Explore shows for an instant query, are shaped from these in
+// the frontend (src/resultTransformer.ts), as the Prometheus datasource
+// does.
 func (p promParams) frames(res query.Result, instant bool) data.Frames {
 	var frames data.Frames
 	switch v := res.Value.(type) {
 	case promql.Matrix:
 		sort.Slice(v, func(a, b int) bool { return labels.Compare(v[a].Metric, v[b].Metric) < 0 })
-		switch p.format {
-		case "table":
-			frames = data.Frames{p.tableFrame(v)}
-		case "heatmap":
-			frames = data.Frames{p.heatmapFrame(v)}
-		default:
-			for _, s := range v {
-				frames = append(frames, p.seriesFrame(s.Metric, s.Floats, "matrix", data.FrameTypeTimeSeriesMulti))
-			}
+		for _, s := range v {
+			frames = append(frames, p.seriesFrame(s.Metric, s.Floats, "matrix", data.FrameTypeTimeSeriesMulti))
 		}
 	case promql.Vector:
 		sort.Slice(v, func(a, b int) bool { return labels.Compare(v[a].Metric, v[b].Metric) < 0 })
-		if p.format == "table" {
-			m := make(promql.Matrix, len(v))
-			for j, s := range v {
-				m[j] = promql.Series{Metric: s.Metric, Floats: []promql.FPoint{{T: s.T, F: s.F}}}
-			}
-			frames = data.Frames{p.tableFrame(m)}
-			break
-		}
-		// Numeric frames: what stat panels and alert rules want from an
-		// instant query.
 		for _, s := range v {
 			frames = append(frames, p.seriesFrame(s.Metric, []promql.FPoint{{T: s.T, F: s.F}}, "vector", data.FrameTypeNumericMulti))
 		}
@@ -225,13 +233,14 @@ func (p promParams) frames(res query.Result, instant bool) data.Frames {
 	}
 	if len(frames) == 0 {
 		// An empty frame still carries the executed query for the query
-		// inspector; alerting reads a frame without fields as no data.
-		resultType := "matrix"
+		// inspector; alerting reads a typed frame without fields as no
+		// data.
+		t, resultType := data.FrameTypeTimeSeriesMulti, "matrix"
 		if instant {
-			resultType = "vector"
+			t, resultType = data.FrameTypeNumericMulti, "vector"
 		}
 		f := data.NewFrame("")
-		f.Meta = p.meta(data.FrameTypeTimeSeriesMulti, resultType)
+		f.Meta = p.meta(t, resultType)
 		frames = data.Frames{f}
 	}
 	if notices := warningNotices(res.Warnings); len(notices) > 0 {
@@ -269,7 +278,13 @@ func (p promParams) seriesFrame(metric labels.Labels, points []promql.FPoint, re
 	if resultType == "matrix" {
 		timeField.Config = &data.FieldConfig{Interval: float64(p.step.Milliseconds())}
 	}
-	valueField := data.NewField(data.TimeSeriesValueFieldName, toDataLabels(metric), values)
+	// The value field is named after the metric, as promlib names it
+	// (Grafana's dataplane shape), else "Value".
+	valueName := data.TimeSeriesValueFieldName
+	if n := metric.Get(labels.MetricName); n != "" {
+		valueName = n
+	}
+	valueField := data.NewField(valueName, toDataLabels(metric), values)
 	name := legendName(p.legend, metric, p.expr)
 	if name != "" {
 		valueField.Config = &data.FieldConfig{DisplayNameFromDS: name}
@@ -302,10 +317,15 @@ func legendName(legend string, metric labels.Labels, expr string) string {
 	})
 }
 
-// seriesName writes a series as PromQL does: name{label="value", …}.
+// seriesName writes a series as PromQL does: name{label="value", …}, or
+// the name alone when the series has no other label.
 func seriesName(metric labels.Labels) string {
+	name := metric.Get(labels.MetricName)
+	if name != "" && metric.Len() == 1 {
+		return name
+	}
 	var b strings.Builder
-	b.WriteString(metric.Get(labels.MetricName))
+	b.WriteString(name)
 	b.WriteByte('{')
 	first := true
 	metric.Range(func(l labels.Label) {
@@ -322,113 +342,29 @@ func seriesName(metric labels.Labels) string {
 	return b.String()
 }
 
-// tableFrame is the table format: one frame of Time, a column per label
-// and "Value #<refId>", the shape the Prometheus datasource's table view
-// has.
-func (p promParams) tableFrame(m promql.Matrix) *data.Frame {
-	nameSet := map[string]bool{}
-	rows := 0
-	for _, s := range m {
-		s.Metric.Range(func(l labels.Label) { nameSet[l.Name] = true })
-		rows += len(s.Floats)
-	}
-	names := make([]string, 0, len(nameSet))
-	for n := range nameSet {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	times := make([]time.Time, 0, rows)
-	values := make([]float64, 0, rows)
-	cols := make([][]string, len(names))
-	for _, s := range m {
-		for _, pt := range s.Floats {
-			times = append(times, time.UnixMilli(pt.T).UTC())
-			values = append(values, pt.F)
-			for j, n := range names {
-				cols[j] = append(cols[j], s.Metric.Get(n))
-			}
-		}
-	}
-	fields := []*data.Field{data.NewField("Time", nil, times)}
-	for j, n := range names {
-		fields = append(fields, data.NewField(n, nil, cols[j]))
-	}
-	fields = append(fields, data.NewField("Value #"+p.refID, nil, values))
-	f := data.NewFrame(p.refID, fields...)
-	f.Meta = p.meta(data.FrameTypeTable, "matrix")
-	f.Meta.PreferredVisualization = data.VisTypeTable
-	return f
-}
-
-// heatmapFrame is the heatmap format: one field per bucket, ordered by le,
-// holding that bucket's own count rather than the cumulative one, on the
-// query's step grid.
-func (p promParams) heatmapFrame(m promql.Matrix) *data.Frame {
-	type bucket struct {
-		le     float64
-		name   string
-		values map[int64]float64
-	}
-	var buckets []bucket
-	for _, s := range m {
-		le, err := strconv.ParseFloat(s.Metric.Get("le"), 64)
-		if err != nil {
-			continue
-		}
-		b := bucket{le: le, name: s.Metric.Get("le"), values: make(map[int64]float64, len(s.Floats))}
-		for _, pt := range s.Floats {
-			b.values[pt.T] = pt.F
-		}
-		buckets = append(buckets, b)
-	}
-	sort.SliceStable(buckets, func(a, b int) bool { return buckets[a].le < buckets[b].le })
-	var times []time.Time
-	for t := p.start; !t.After(p.end); t = t.Add(p.step) {
-		times = append(times, t)
-	}
-	fields := []*data.Field{data.NewField("Time", nil, times)}
-	for j, b := range buckets {
-		vals := make([]*float64, len(times))
-		for k, t := range times {
-			v, ok := b.values[t.UnixMilli()]
-			if !ok {
-				continue
-			}
-			if j > 0 {
-				v -= buckets[j-1].values[t.UnixMilli()]
-			}
-			vals[k] = &v
-		}
-		fields = append(fields, data.NewField(b.name, nil, vals))
-	}
-	f := data.NewFrame(p.refID, fields...)
-	f.Meta = p.meta(data.FrameType("heatmap-rows"), "matrix")
-	if len(buckets) == 0 {
-		f.AppendNotices(data.Notice{Severity: data.NoticeSeverityWarning,
-			Text: "the heatmap format needs histogram buckets: series with an le label, e.g. sum by (le) (rate(traces_spanmetrics_latency_bucket[$__rate_interval]))"})
-	}
-	return f
+// exemplarRow is one exemplar with the labels of its series.
+type exemplarRow struct {
+	t      time.Time
+	v      float64
+	labels map[string]string
 }
 
 // exemplarFrame returns the exemplars of the series the expression reads,
-// in the Prometheus datasource's "exemplar" frame, with trace_id linked to
-// the traces datasource when one is configured; nil when there are none.
+// sampled per step, in the Prometheus datasource's "exemplar" frame with
+// its data topic, so that panels draw them as markers over the series
+// rather than as a series of their own; trace_id links to the traces
+// datasource when one is configured. nil when there are none.
 func (i *Instance) exemplarFrame(ctx context.Context, p promParams) (*data.Frame, error) {
-	series, err := i.svc.querier.Exemplars(ctx, i.settings.Tenant, p.expr, p.start, p.end.Add(p.step))
+	series, err := i.svc.exemplars(ctx, i.settings.Tenant, p.expr, p.start, p.end.Add(p.step))
 	if err != nil {
 		return nil, err
 	}
-	type row struct {
-		t      time.Time
-		v      float64
-		labels map[string]string
-	}
-	var rows []row
+	var rows []exemplarRow
 	nameSet := map[string]bool{}
 	for _, s := range series {
 		for _, e := range s.Exemplars {
 			v, _ := strconv.ParseFloat(e.Value, 64)
-			r := row{t: time.UnixMilli(int64(math.Round(e.Timestamp * 1000))).UTC(), v: v, labels: map[string]string{}}
+			r := exemplarRow{t: time.UnixMilli(int64(math.Round(e.Timestamp * 1000))).UTC(), v: v, labels: map[string]string{}}
 			for _, ls := range []labels.Labels{s.SeriesLabels, e.Labels} {
 				ls.Range(func(l labels.Label) {
 					r.labels[l.Name] = l.Value
@@ -438,10 +374,10 @@ func (i *Instance) exemplarFrame(ctx context.Context, p promParams) (*data.Frame
 			rows = append(rows, r)
 		}
 	}
+	rows = sampleExemplars(rows, p.step)
 	if len(rows) == 0 {
 		return nil, nil
 	}
-	sort.SliceStable(rows, func(a, b int) bool { return rows[a].t.Before(rows[b].t) })
 	delete(nameSet, traceIDLabel)
 	names := []string{traceIDLabel}
 	for n := range nameSet {
@@ -471,8 +407,52 @@ func (i *Instance) exemplarFrame(ctx context.Context, p promParams) (*data.Frame
 		}}}
 	}
 	f := data.NewFrame("exemplar", fields...)
-	f.Meta = &data.FrameMeta{Custom: map[string]any{"resultType": "exemplar"}}
+	f.RefID = p.refID
+	f.Meta = &data.FrameMeta{DataTopic: data.DataTopicAnnotations, Custom: map[string]any{"resultType": "exemplar"}}
 	return f, nil
+}
+
+// sampleExemplars keeps, within each step, the exemplar of the largest
+// value and then only those at least two standard deviations (of all the
+// exemplars' values) below the last one kept, as the Prometheus
+// datasource's default sampler does: a busy histogram has an exemplar per
+// bucket and collection, more markers than a panel can show, and the
+// outliers are the ones worth a click. The result is in time order.
+func sampleExemplars(rows []exemplarRow, step time.Duration) []exemplarRow {
+	if len(rows) < 2 || step <= 0 {
+		return rows
+	}
+	var mean, m2 float64
+	for n, r := range rows {
+		d := r.v - mean
+		mean += d / float64(n+1)
+		m2 += d * (r.v - mean)
+	}
+	sd := math.Sqrt(m2 / float64(len(rows)-1))
+	byStep := map[int64][]exemplarRow{}
+	for _, r := range rows {
+		k := align(r.t, step).UnixNano()
+		byStep[k] = append(byStep[k], r)
+	}
+	var out []exemplarRow
+	for _, b := range byStep {
+		sort.SliceStable(b, func(x, y int) bool { return b[x].v > b[y].v })
+		last := b[0]
+		out = append(out, last)
+		for _, r := range b[1:] {
+			if sd > 0 && last.v-r.v > 2*sd {
+				out = append(out, r)
+				last = r
+			}
+		}
+	}
+	sort.SliceStable(out, func(x, y int) bool {
+		if !out[x].t.Equal(out[y].t) {
+			return out[x].t.Before(out[y].t)
+		}
+		return out[x].v > out[y].v
+	})
+	return out
 }
 
 // traceIDLabel is the exemplar label the registry writes.

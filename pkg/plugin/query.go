@@ -69,6 +69,7 @@ const maxConcurrentQueries = 4
 // still show.
 func (i *Instance) QueryData(ctx context.Context, req *backend.QueryDataRequest) (*backend.QueryDataResponse, error) {
 	resp := backend.NewQueryDataResponse()
+	fromAlert := isAlertRequest(req)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, maxConcurrentQueries)
@@ -77,7 +78,7 @@ func (i *Instance) QueryData(ctx context.Context, req *backend.QueryDataRequest)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			r := i.query(ctx, q)
+			r := i.query(ctx, q, fromAlert)
 			mu.Lock()
 			resp.Responses[q.RefID] = r
 			mu.Unlock()
@@ -87,7 +88,14 @@ func (i *Instance) QueryData(ctx context.Context, req *backend.QueryDataRequest)
 	return resp, nil
 }
 
-func (i *Instance) query(ctx context.Context, q backend.DataQuery) backend.DataResponse {
+// isAlertRequest tells an alert rule's evaluation from a panel's query,
+// as the Prometheus datasource does: Grafana's alerting sends the FromAlert
+// header (older versions forward headers with an "http_" prefix).
+func isAlertRequest(req *backend.QueryDataRequest) bool {
+	return req.GetHTTPHeader("FromAlert") == "true" || req.Headers["FromAlert"] == "true"
+}
+
+func (i *Instance) query(ctx context.Context, q backend.DataQuery, fromAlert bool) backend.DataResponse {
 	if err := i.svc.failure(); err != nil {
 		return backend.ErrDataResponse(backend.StatusInternal, err.Error())
 	}
@@ -97,7 +105,7 @@ func (i *Instance) query(ctx context.Context, q backend.DataQuery) backend.DataR
 	}
 	switch m.QueryType {
 	case QueryTypePromQL:
-		return i.promQL(ctx, q, m)
+		return i.promQL(ctx, q, m, fromAlert)
 	case QueryTypeServiceGraph:
 		return i.serviceGraph(ctx, q.TimeRange, m)
 	case QueryTypeREDTable:

@@ -55,12 +55,21 @@ type Node struct {
 	// bound and the p90 lies somewhere below it (see quantileMs).
 	P90Ms    float64
 	P90Under bool
-	// ArcSuccess and ArcFailed sum to 1 when the node served requests.
+	// ArcSuccess and ArcFailed sum to 1; a node that served nothing (a
+	// client only, such as user) has a full success arc, as in Grafana's
+	// Tempo service map, and a NaN Rate rather than 0.
 	ArcSuccess, ArcFailed float64
+	// Instrumented says the node reports spans of its own; an
+	// uninstrumented peer or database is known only from its clients.
+	Instrumented bool
 }
 
-// Edge is a client→server pair.
+// Edge is a client→server pair of one connection type.
 type Edge struct {
+	// ID is "client->server", with "/<connection type>" added when the
+	// pair has edges of several types (a client that both calls a server
+	// and sends it messages): Grafana's node graph keys edges by id and
+	// would draw two edges of one id on top of each other.
 	ID, Source, Target string
 	ConnectionType     string
 	Rate               float64
@@ -248,7 +257,6 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		}
 		p90, under := buckets.quantileMs(0.9, i)
 		edges = append(edges, Edge{
-			ID:             k.client + "->" + k.server,
 			Source:         k.client,
 			Target:         k.server,
 			ConnectionType: k.ctype,
@@ -259,6 +267,7 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 			P90Under:       under,
 		})
 	}
+	setEdgeIDs(edges)
 	sort.Slice(edges, func(i, j int) bool { return edges[i].ID < edges[j].ID })
 	if o.Service != "" {
 		edges = neighbourhood(edges, o.Service, o.Depth)
@@ -420,6 +429,25 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
+// setEdgeIDs names each edge "client->server", and adds the connection
+// type to the pairs that have several, so that every id is unique.
+func setEdgeIDs(edges []Edge) {
+	types := map[[2]string]int{}
+	for _, e := range edges {
+		types[[2]string{e.Source, e.Target}]++
+	}
+	for i, e := range edges {
+		edges[i].ID = e.Source + "->" + e.Target
+		if types[[2]string{e.Source, e.Target}] > 1 {
+			ctype := e.ConnectionType
+			if ctype == "" {
+				ctype = "rpc"
+			}
+			edges[i].ID += "/" + ctype
+		}
+	}
+}
+
 // neighbourhood keeps the edges within depth hops of service, in either
 // direction.
 func neighbourhood(edges []Edge, service string, depth int) []Edge {
@@ -491,11 +519,12 @@ func buildNodes(edges []Edge, instrumented map[string]bool) *Graph {
 	for id, a := range accs {
 		n := Node{ID: id, Title: id, Kind: "service", Rate: a.rate,
 			ErrorRatio: ratio(a.failed, a.rate), AvgMs: ratio(a.latSum, a.rate), P90Ms: math.NaN(),
-			ArcSuccess: 0, ArcFailed: 0}
+			ArcSuccess: 1, ArcFailed: 0}
 		known := instrumented[id]
 		if len(instrumented) == 0 {
 			known = a.isClient || a.rpcServer
 		}
+		n.Instrumented = known
 		switch {
 		case known:
 		case a.database:
@@ -506,6 +535,8 @@ func buildNodes(edges []Edge, instrumented map[string]bool) *Graph {
 		if a.rate > 0 {
 			n.ArcFailed = a.failed / a.rate
 			n.ArcSuccess = 1 - n.ArcFailed
+		} else {
+			n.Rate = math.NaN()
 		}
 		g.Nodes = append(g.Nodes, n)
 	}

@@ -33,17 +33,18 @@ func (n num) MarshalJSON() ([]byte, error) {
 // MarshalJSON encodes unknown figures as null.
 func (n Node) MarshalJSON() ([]byte, error) {
 	return marshal(struct {
-		ID         string `json:"id"`
-		Title      string `json:"title"`
-		Subtitle   string `json:"subtitle,omitempty"`
-		Kind       string `json:"kind"`
-		Rate       num    `json:"rate"`
-		ErrorRatio num    `json:"errorRatio"`
-		AvgMs      num    `json:"avgMs"`
-		P90Ms      num    `json:"p90Ms"`
-		ArcSuccess num    `json:"arcSuccess"`
-		ArcFailed  num    `json:"arcFailed"`
-	}{n.ID, n.Title, n.Subtitle, n.Kind, num(n.Rate), num(n.ErrorRatio), num(n.AvgMs), num(n.P90Ms), num(n.ArcSuccess), num(n.ArcFailed)})
+		ID           string `json:"id"`
+		Title        string `json:"title"`
+		Subtitle     string `json:"subtitle,omitempty"`
+		Kind         string `json:"kind"`
+		Rate         num    `json:"rate"`
+		ErrorRatio   num    `json:"errorRatio"`
+		AvgMs        num    `json:"avgMs"`
+		P90Ms        num    `json:"p90Ms"`
+		ArcSuccess   num    `json:"arcSuccess"`
+		ArcFailed    num    `json:"arcFailed"`
+		Instrumented bool   `json:"instrumented"`
+	}{n.ID, n.Title, n.Subtitle, n.Kind, num(n.Rate), num(n.ErrorRatio), num(n.AvgMs), num(n.P90Ms), num(n.ArcSuccess), num(n.ArcFailed), n.Instrumented})
 }
 
 // MarshalJSON encodes unknown figures as null.

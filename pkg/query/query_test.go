@@ -163,8 +163,13 @@ func TestServiceGraph(t *testing.T) {
 	if co.P90Ms <= 200 || co.P90Ms > 400 {
 		t.Errorf("checkout p90 %v ms, want within (200, 400]", co.P90Ms)
 	}
-	if u := nodes["user"]; u.Rate != 0 || !math.IsNaN(u.AvgMs) || u.ArcSuccess != 0 {
+	// Drawn as Grafana's Tempo service map draws a client-only node: a
+	// full success arc and no rate rather than a zero.
+	if u := nodes["user"]; !math.IsNaN(u.Rate) || !math.IsNaN(u.AvgMs) || u.ArcSuccess != 1 || u.ArcFailed != 0 || u.Instrumented {
 		t.Errorf("user serves nothing: %+v", u)
+	}
+	if !co.Instrumented || nodes["postgres"].Instrumented || nodes["stripe"].Instrumented {
+		t.Errorf("instrumented: checkout %v, postgres %v, stripe %v", co.Instrumented, nodes["postgres"].Instrumented, nodes["stripe"].Instrumented)
 	}
 	edges := map[string]Edge{}
 	for _, e := range g.Edges {

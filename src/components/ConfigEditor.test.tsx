@@ -43,9 +43,9 @@ describe('ConfigEditor', () => {
     });
   });
 
-  it('offers tracing data sources and stores the chosen uid', async () => {
+  it('offers only Tempo data sources, which run the TraceQL of the links, and stores the chosen uid', async () => {
     const { onOptionsChange } = setup({ tenant: 'acme' });
-    expect(getList).toHaveBeenCalledWith(expect.objectContaining({ tracing: true }));
+    expect(getList).toHaveBeenCalledWith(expect.objectContaining({ type: 'tempo' }));
 
     fireEvent.keyDown(screen.getByLabelText(/^Traces data source/), { key: 'ArrowDown' });
     fireEvent.click(await screen.findByText('Tempo'));
@@ -62,5 +62,13 @@ describe('ConfigEditor', () => {
     expect(onOptionsChange).toHaveBeenCalledWith(
       expect.objectContaining({ jsonData: { tracesDatasourceUid: 'tempo-uid', defaultQueryType: 'serviceGraph' } })
     );
+  });
+
+  it('writes the min interval, empty for the collection interval', () => {
+    const { onOptionsChange } = setup({ timeInterval: '30s' });
+    const field = screen.getByLabelText(/^Min interval/);
+    expect(field).toHaveValue('30s');
+    fireEvent.change(field, { target: { value: '' } });
+    expect(onOptionsChange).toHaveBeenCalledWith(expect.objectContaining({ jsonData: { timeInterval: undefined } }));
   });
 });

@@ -30,16 +30,28 @@ export function ConfigEditor({ options, onOptionsChange }: Props) {
       <Field
         label="Traces data source"
         htmlFor="spangraph-traces-datasource"
-        description="Tracing data source (e.g. Tempo or Jaeger) that the View traces links on service graph nodes and RED rows open."
+        description="Tempo data source that the View traces links on service graph nodes, edges and RED rows open: the links search with TraceQL, which only Tempo runs."
       >
         <DataSourcePicker
           inputId="spangraph-traces-datasource"
-          tracing
+          type="tempo"
           noDefault
           width={40}
           current={jsonData.tracesDatasourceUid ?? null}
           onChange={(ds) => update({ tracesDatasourceUid: ds.uid })}
           onClear={() => update({ tracesDatasourceUid: undefined })}
+        />
+      </Field>
+      <Field
+        label="Min interval"
+        description="Least step of PromQL queries without a min step of their own, e.g. 30s; empty: the collection interval. The backend never steps below the collection interval."
+      >
+        <Input
+          id="spangraph-time-interval"
+          width={20}
+          placeholder="collection interval"
+          value={jsonData.timeInterval ?? ''}
+          onChange={(e) => update({ timeInterval: e.currentTarget.value || undefined })}
         />
       </Field>
       <Field label="Default query type" description="Query type that new queries in this data source start with.">

@@ -1,9 +1,12 @@
-import { DataSourceInstanceSettings } from '@grafana/data';
-import { act, fireEvent, render, screen, within } from '@testing-library/react';
+import { startCompletion } from '@codemirror/autocomplete';
+import { EditorView } from '@codemirror/view';
+import { CoreApp, DataSourceInstanceSettings } from '@grafana/data';
+import { act, cleanup, fireEvent, render, screen, within } from '@testing-library/react';
 import React, { useState } from 'react';
 
 import { DataSource } from '../datasource';
 import { SpangraphOptions, SpangraphQuery } from '../types';
+import { DatasourcePromClient } from '../promqlClient';
 import { QueryEditor } from './QueryEditor';
 
 const RESOURCES: Record<string, string[]> = {
@@ -12,7 +15,7 @@ const RESOURCES: Record<string, string[]> = {
   'api/v1/label/server/values': ['checkout', 'payments'],
 };
 
-function setup(initial: SpangraphQuery, jsonData: SpangraphOptions = {}) {
+function setup(initial: SpangraphQuery, jsonData: SpangraphOptions = {}, app?: CoreApp) {
   const datasource = new DataSource({ uid: 'sg', jsonData } as DataSourceInstanceSettings<SpangraphOptions>);
   jest.spyOn(datasource, 'getResource').mockImplementation(async (path: string) => ({
     status: 'success',
@@ -32,6 +35,7 @@ function setup(initial: SpangraphQuery, jsonData: SpangraphOptions = {}) {
           setQuery(q);
         }}
         onRunQuery={onRunQuery}
+        app={app}
       />
     );
   }
@@ -60,14 +64,15 @@ describe('QueryEditor', () => {
       expr: 'up',
       queryType: 'serviceGraph',
       depth: 2,
-      connectionTypes: ['', 'database', 'messaging_system', 'virtual_node'],
+      connectionTypes: [],
       filters: '',
-      maxNodes: 200,
+      maxNodes: 1500,
     });
     expect(onRunQuery).toHaveBeenCalled();
     expect(screen.queryByRole('textbox', { name: 'PromQL expression' })).not.toBeInTheDocument();
     expect(screen.getByRole('spinbutton', { name: 'Depth' })).toHaveValue(2);
-    expect(screen.getByText('RPC')).toBeInTheDocument();
+    // No connection type selected means all of them, and says so.
+    expect(screen.getByText('All types')).toBeInTheDocument();
 
     fireEvent.keyDown(await screen.findByRole('combobox', { name: 'Service' }), { key: 'ArrowDown' });
     for (const service of ['checkout', 'frontend', 'payments']) {
@@ -75,6 +80,29 @@ describe('QueryEditor', () => {
     }
     fireEvent.click(screen.getByText('payments'));
     expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ service: 'payments' }));
+  });
+
+  it('offers an alert rule only what it can evaluate', () => {
+    setup({ refId: 'A', expr: 'up' }, {}, CoreApp.UnifiedAlerting);
+    expect(screen.getByLabelText('Range')).toBeInTheDocument();
+    expect(screen.getByLabelText('Instant')).toBeInTheDocument();
+    for (const gone of ['Both', 'Table', 'Heatmap', 'Exemplars']) {
+      expect(screen.queryByLabelText(gone)).not.toBeInTheDocument();
+    }
+  });
+
+  it('has every option in a dashboard and no Live switch in Explore', () => {
+    setup({ refId: 'A', expr: 'up' }, {}, CoreApp.Dashboard);
+    for (const option of ['Both', 'Table', 'Heatmap', 'Exemplars']) {
+      expect(screen.getByLabelText(option)).toBeInTheDocument();
+    }
+    cleanup();
+    setup({ refId: 'A', queryType: 'serviceGraph' }, {}, CoreApp.Explore);
+    expect(screen.getByText('Depth')).toBeInTheDocument();
+    expect(screen.queryByLabelText('Live')).not.toBeInTheDocument();
+    cleanup();
+    setup({ refId: 'A', queryType: 'redTable' }, {}, CoreApp.Dashboard);
+    expect(screen.getByLabelText('Live')).toBeInTheDocument();
   });
 
   it('edits RED table fields', () => {
@@ -89,31 +117,50 @@ describe('QueryEditor', () => {
     expect(onRunQuery).toHaveBeenCalledTimes(2);
   });
 
-  it('completes metric names in the PromQL editor', async () => {
+  it('completes metric names with the PromQL grammar', async () => {
     const { onChange, onRunQuery } = setup({ refId: 'A' });
-    const editor = screen.getByRole('textbox', { name: 'PromQL expression' });
+    const content = screen.getByRole('textbox', { name: 'PromQL expression' });
+    const view = EditorView.findFromDOM(screen.getByTestId('promql-field'))!;
 
-    editor.focus();
-    fireEvent.change(editor, { target: { value: 'rate(traces_' } });
-    const menu = await screen.findByRole('menu', { name: 'PromQL suggestions' });
-    // Typing must be able to go on while suggestions are shown.
-    expect(editor).toHaveFocus();
-    expect(
-      within(menu)
-        .getAllByRole('menuitem')
-        .map((item) => item.textContent)
-    ).toEqual(['traces_spanmetrics_calls_total', 'traces_service_graph_request_total']);
-
-    fireEvent.keyDown(editor, { key: 'ArrowDown' });
-    fireEvent.keyDown(editor, { key: 'Enter' });
-    expect(onChange).toHaveBeenLastCalledWith(
-      expect.objectContaining({ expr: 'rate(traces_service_graph_request_total' })
+    act(() => {
+      view.focus();
+      view.dispatch({
+        changes: { from: 0, insert: 'rate(traces_' },
+        selection: { anchor: 12 },
+        userEvent: 'input.type',
+      });
+      startCompletion(view);
+    });
+    expect(onChange).toHaveBeenLastCalledWith(expect.objectContaining({ expr: 'rate(traces_' }));
+    const listbox = await screen.findByRole('listbox', {}, { timeout: 3000 });
+    const options = within(listbox)
+      .getAllByRole('option')
+      .map((o) => o.textContent);
+    expect(options).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining('traces_spanmetrics_calls_total'),
+        expect.stringContaining('traces_service_graph_request_total'),
+      ])
     );
-    expect(screen.queryByRole('menu')).not.toBeInTheDocument();
-    expect(onRunQuery).not.toHaveBeenCalled();
+    expect(options.some((o) => o?.startsWith('up'))).toBe(false);
 
-    fireEvent.keyDown(editor, { key: 'Enter', shiftKey: true });
+    // Shift+Enter runs the query.
+    expect(onRunQuery).not.toHaveBeenCalled();
+    fireEvent.keyDown(content, { key: 'Enter', shiftKey: true });
     expect(onRunQuery).toHaveBeenCalledTimes(1);
+  });
+
+  it('completes our real label names inside a selector', async () => {
+    const datasource = new DataSource({ uid: 'sg', jsonData: {} } as DataSourceInstanceSettings<SpangraphOptions>);
+    const getResource = jest.spyOn(datasource, 'getResource').mockResolvedValue({
+      status: 'success',
+      data: ['__name__', 'service', 'span_name'],
+    });
+    const client = new DatasourcePromClient(datasource);
+    expect(await client.labelNames('traces_spanmetrics_calls_total')).toEqual(['__name__', 'service', 'span_name']);
+    expect(getResource).toHaveBeenLastCalledWith('api/v1/labels', {
+      'match[]': '{__name__="traces_spanmetrics_calls_total"}',
+    });
   });
 
   it('maps the PromQL type and format controls onto the Prometheus fields', async () => {

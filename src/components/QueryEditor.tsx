@@ -16,7 +16,7 @@ const SUB_EDITORS = {
   redTable: RedTableEditor,
 };
 
-export function QueryEditor({ datasource, query, onChange, onRunQuery }: Props) {
+export function QueryEditor({ datasource, query, onChange, onRunQuery, app }: Props) {
   const queryType = resolveQueryType(query, datasource.defaultQueryType);
   const SubEditor = SUB_EDITORS[queryType];
 
@@ -29,7 +29,7 @@ export function QueryEditor({ datasource, query, onChange, onRunQuery }: Props) 
   return (
     <Stack direction="column" gap={1}>
       <RadioButtonGroup aria-label="Query type" options={QUERY_TYPES} value={queryType} onChange={onQueryTypeChange} />
-      <SubEditor datasource={datasource} query={query} onChange={onChange} onRunQuery={onRunQuery} />
+      <SubEditor datasource={datasource} query={query} onChange={onChange} onRunQuery={onRunQuery} app={app} />
     </Stack>
   );
 }

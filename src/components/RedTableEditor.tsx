@@ -17,7 +17,7 @@ const SPAN_KIND_OPTIONS = SPAN_KINDS.map((kind) => ({
   label: kind.charAt(10) + kind.slice(11).toLowerCase(),
 }));
 
-export function RedTableEditor({ query, onChange, onRunQuery }: SubEditorProps) {
+export function RedTableEditor({ query, onChange, onRunQuery, app }: SubEditorProps) {
   return (
     <InlineFieldRow>
       <InlineField label="Group by" labelWidth={10}>
@@ -50,13 +50,13 @@ export function RedTableEditor({ query, onChange, onRunQuery }: SubEditorProps) 
           type="number"
           min={1}
           width={10}
-          placeholder={String(QUERY_DEFAULTS.redTable.topN)}
+          placeholder={QUERY_DEFAULTS.redTable.topN ? String(QUERY_DEFAULTS.redTable.topN) : 'all'}
           value={query.topN ?? ''}
           onChange={(e) => onChange({ ...query, topN: parseIntOrUndefined(e.currentTarget.value) })}
           onBlur={onRunQuery}
         />
       </InlineField>
-      <LiveField query={query} onChange={onChange} onRunQuery={onRunQuery} />
+      <LiveField query={query} onChange={onChange} onRunQuery={onRunQuery} app={app} />
     </InlineFieldRow>
   );
 }

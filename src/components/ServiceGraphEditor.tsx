@@ -7,7 +7,7 @@ import { parseIntOrUndefined, SubEditorProps } from './editorProps';
 import { useServices } from './hooks';
 import { LiveField } from './LiveField';
 
-export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery }: SubEditorProps) {
+export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery, app }: SubEditorProps) {
   const { services, loading, error } = useServices(datasource);
 
   // Keep a typed-in or templated service (e.g. $service) selectable even though no series names it.
@@ -48,11 +48,12 @@ export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery }: 
           onBlur={onRunQuery}
         />
       </InlineField>
-      <InlineField label="Connections">
+      <InlineField label="Connections" tooltip="Connection types to show; none selected shows them all">
         {/* eslint-disable-next-line @typescript-eslint/no-deprecated -- as for Select above */}
         <MultiSelect
           aria-label="Connection types"
           width={40}
+          placeholder="All types"
           options={CONNECTION_TYPES}
           value={query.connectionTypes ?? []}
           onChange={(values: Array<SelectableValue<string>>) => {
@@ -83,7 +84,7 @@ export function ServiceGraphEditor({ datasource, query, onChange, onRunQuery }: 
           onBlur={onRunQuery}
         />
       </InlineField>
-      <LiveField query={query} onChange={onChange} onRunQuery={onRunQuery} />
+      <LiveField query={query} onChange={onChange} onRunQuery={onRunQuery} app={app} />
     </InlineFieldRow>
   );
 }

@@ -6,7 +6,7 @@ import { SpangraphOptions, SpangraphQuery } from '../types';
 /** What each query-type sub-editor receives from QueryEditor. */
 export type SubEditorProps = Pick<
   QueryEditorProps<DataSource, SpangraphQuery, SpangraphOptions>,
-  'datasource' | 'query' | 'onChange' | 'onRunQuery'
+  'datasource' | 'query' | 'onChange' | 'onRunQuery' | 'app'
 >;
 
 /** Parses a number input; an empty or invalid entry clears the field so the default applies. */

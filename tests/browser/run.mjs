@@ -105,8 +105,10 @@ async function check(name, fn) {
 
 try {
   await page.goto(pageUrl);
-  const editor = page.getByRole('textbox', { name: 'PromQL expression' });
-  const suggestions = page.getByRole('menu', { name: 'PromQL suggestions' });
+  const queryEditor = page.getByTestId('query-editor');
+  const editor = queryEditor.getByRole('textbox', { name: 'PromQL expression' });
+  // CodeMirror's completion list.
+  const suggestions = page.getByRole('listbox');
 
   await check('editors render', async () => {
     await editor.waitFor({ timeout: 15000 });
@@ -117,25 +119,62 @@ try {
   await check('metric name completion lists traces_spanmetrics_calls_total', async () => {
     await editor.click();
     await editor.pressSequentially('rate(traces_span');
-    await suggestions.getByRole('menuitem', { name: 'traces_spanmetrics_calls_total' }).waitFor({ timeout: 10000 });
+    await suggestions.getByRole('option', { name: /traces_spanmetrics_calls_total/ }).waitFor({ timeout: 10000 });
     await page.screenshot({ path: join(artifacts, '02-metric-completion.png') });
     await editor.press('Enter');
-    const value = await editor.inputValue();
+    const value = await editor.textContent();
     if (!value.startsWith('rate(traces_spanmetrics_')) {
       throw new Error(`accepting the suggestion left ${JSON.stringify(value)}`);
     }
-    await editor.fill('');
+    await editor.press('ControlOrMeta+a');
+    await editor.press('Backspace');
   });
 
-  await check('label name completion inside a selector', async () => {
+  await check('label name completion inside a selector offers service', async () => {
     await editor.pressSequentially('traces_spanmetrics_calls_total{');
-    await suggestions.getByRole('menuitem').first().waitFor({ timeout: 10000 });
+    await editor.press('Control+Space');
+    await suggestions
+      .getByRole('option', { name: /^service/ })
+      .first()
+      .waitFor({ timeout: 10000 });
     await page.screenshot({ path: join(artifacts, '03-label-completion.png') });
     await editor.press('Escape');
   });
 
+  await check('an alert rule query offers only Range or Instant, no format or exemplars', async () => {
+    const alert = page.getByTestId('alert-editor');
+    await alert.getByLabel('Instant').check({ force: true });
+    for (const gone of ['Both', 'Table', 'Heatmap', 'Exemplars']) {
+      if (await alert.getByLabel(gone, { exact: true }).count()) {
+        throw new Error(`the alert rule editor offers ${gone}`);
+      }
+    }
+    const state = JSON.parse(await page.getByTestId('state').textContent());
+    if (!state.alertQuery.instant || state.alertQuery.range || state.alertQuery.exemplar) {
+      throw new Error(`alert query ${JSON.stringify(state.alertQuery)}`);
+    }
+  });
+
+  await check('an Explore instant query shows a table with a Value column', async () => {
+    const explore = page.getByTestId('explore-editor');
+    if (await explore.getByLabel('Live', { exact: true }).count()) {
+      throw new Error('Explore offers a Live switch');
+    }
+    const field = explore.getByRole('textbox', { name: 'PromQL expression' });
+    await field.click();
+    await field.pressSequentially('sum by (service) (traces_spanmetrics_calls_total)');
+    await field.press('Shift+Enter');
+    const table = explore.getByTestId('explore-table');
+    await table.locator('tbody tr').first().waitFor({ timeout: 10000 });
+    const header = await table.locator('th').allTextContents();
+    if (header.join(',') !== 'Time,service,Value') {
+      throw new Error(`table columns ${header.join(',')}`);
+    }
+    await page.screenshot({ path: join(artifacts, '05-explore-table.png'), fullPage: true });
+  });
+
   await check('service graph editor lists services', async () => {
-    await page.getByTestId('query-editor').getByLabel('Service graph').check({ force: true });
+    await queryEditor.getByLabel('Service graph').check({ force: true });
     await page.getByRole('combobox', { name: 'Service' }).click();
     await page.getByRole('option').first().waitFor({ timeout: 10000 });
     await page.screenshot({ path: join(artifacts, '04-service-graph.png') });

@@ -29,15 +29,19 @@ func TestUpdateZeroAlloc(t *testing.T) {
 	r := New(DefaultConfig())
 	c := r.NewCounter("calls_total", spanMetricsLabels)
 	h := r.NewHistogram("latency", spanMetricsLabels, defaultLatencyBuckets())
+	both := r.NewHistogramWith("latency_both", spanMetricsLabels, defaultLatencyBuckets(), HistogramOptions{Mode: Both, Native: DefaultNativeOptions()})
 	lv := spanLabelValues(1)
 	var trace [16]byte
 	c.Add(lv, 1)
 	h.Observe(lv, 0.1, 1, nil, 0)
+	both.Observe(lv, 0.1, 1, nil, 0)
 	for name, f := range map[string]func(){
 		"Counter.Add":                     func() { c.Add(lv, 1) },
 		"Histogram.Observe":               func() { h.Observe(lv, 0.1, 1, nil, 0) },
 		"Histogram.Observe with exemplar": func() { h.Observe(lv, 0.1, 1, &trace, 5) },
-		"MakeLabelValues":                 func() { lv = MakeLabelValues(lv.values) },
+		// A native bucket seen before: an index into the series' counts.
+		"Histogram.Observe, both": func() { both.Observe(lv, 0.1, 1, &trace, 5) },
+		"MakeLabelValues":         func() { lv = MakeLabelValues(lv.values) },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocs per call, want 0", name, n)
@@ -56,11 +60,17 @@ func BenchmarkCounterAdd(b *testing.B) {
 	}
 }
 
+// BenchmarkHistogramObserve observes values that walk over every bucket,
+// per mode: classic, native, both.
 func BenchmarkHistogramObserve(b *testing.B) {
-	for _, withExemplar := range []bool{false, true} {
-		b.Run(fmt.Sprintf("exemplar=%v", withExemplar), func(b *testing.B) {
+	for _, bc := range []struct {
+		mode         HistogramMode
+		withExemplar bool
+	}{{Classic, false}, {Classic, true}, {Native, false}, {Native, true}, {Both, true}} {
+		b.Run(fmt.Sprintf("mode=%v/exemplar=%v", bc.mode, bc.withExemplar), func(b *testing.B) {
+			withExemplar := bc.withExemplar
 			r := New(DefaultConfig())
-			h := r.NewHistogram("latency", spanMetricsLabels, defaultLatencyBuckets())
+			h := r.NewHistogramWith("latency", spanMetricsLabels, defaultLatencyBuckets(), HistogramOptions{Mode: bc.mode, Native: DefaultNativeOptions()})
 			lv := spanLabelValues(1)
 			var trace *[16]byte
 			if withExemplar {

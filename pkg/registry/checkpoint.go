@@ -24,8 +24,9 @@ import (
 //
 // Layout: magic, the timestamp (varint ms), then one section per metric:
 // kind, name, label names, bucket bounds and companion counter names,
-// the number of series and, per series, flags, label values and floats;
-// a CRC-32 (Castagnoli) of all that ends the file.
+// the number of series and, per series, flags, label values and floats,
+// and for a native histogram its encoded counts (nativeCounts.appendTo),
+// length first; a CRC-32 (Castagnoli) of all that ends the file.
 
 const checkpointMagic = "spangraph registry checkpoint v1\n"
 
@@ -34,6 +35,9 @@ const (
 	kindGauge
 	kindInfoGauge
 	kindHistogram
+	// A native histogram, and one that is both classic and native.
+	kindNativeHistogram
+	kindBothHistogram
 )
 
 const (
@@ -57,10 +61,18 @@ type section struct {
 
 // floats is how many values each series of the section carries.
 func (s *section) floats() int {
-	if s.kind == kindHistogram {
+	switch s.kind {
+	case kindHistogram, kindBothHistogram:
 		return len(s.bounds) + 1 + 2 + len(s.counters)
+	case kindNativeHistogram:
+		return len(s.counters)
 	}
 	return 1
+}
+
+// native reports whether each series carries a native histogram.
+func (s *section) native() bool {
+	return s.kind == kindNativeHistogram || s.kind == kindBothHistogram
 }
 
 func (s *section) sameShape(o *section) bool {
@@ -72,11 +84,12 @@ func (s *section) sameShape(o *section) bool {
 type checkpointed interface {
 	section() section
 	// eachUpdated calls f for each series updated at or after since,
-	// under the series' lock.
-	eachUpdated(since int64, f func(flags byte, values []string, floats []float64))
+	// under the series' lock; native is its encoded native histogram,
+	// nil for other kinds.
+	eachUpdated(since int64, f func(flags byte, values []string, floats []float64, native []byte))
 	// restore adds one series as read from a checkpoint and reports
 	// whether it fitted under the limits.
-	restore(flags byte, values []string, floats []float64) bool
+	restore(flags byte, values []string, floats []float64, native *nativeCounts) bool
 }
 
 // each calls f on every series of sh, shard by shard under the shard's
@@ -169,18 +182,21 @@ func (r *Registry) writeCheckpoint(w io.Writer, at, since int64) (CheckpointStat
 	body := r.cpBody
 	for _, m := range metrics {
 		cm := m.(checkpointed)
+		sec := cm.section()
 		n := 0
 		body = body[:0]
-		cm.eachUpdated(since, func(flags byte, values []string, floats []float64) {
+		cm.eachUpdated(since, func(flags byte, values []string, floats []float64, native []byte) {
 			n++
 			body = append(body, flags)
 			body = appendStrings(body, values)
 			for _, f := range floats {
 				body = binary.LittleEndian.AppendUint64(body, math.Float64bits(f))
 			}
+			if sec.native() {
+				body = append(binary.AppendUvarint(body, uint64(len(native))), native...)
+			}
 		})
 		if n > 0 {
-			sec := cm.section()
 			out = appendSection(out, &sec)
 			out = binary.AppendUvarint(out, uint64(n))
 			out = append(out, body...)
@@ -266,12 +282,16 @@ func readSections(cr *cpReader, byName map[string]checkpointed, stats *Checkpoin
 			for i := range floats {
 				floats[i] = cr.float()
 			}
+			var nat *nativeCounts
+			if sec.native() {
+				nat = cr.native()
+			}
 			if cr.err != nil {
 				return cr.err
 			}
 			switch {
 			case byName == nil:
-			case target != nil && target.restore(flags, values, floats):
+			case target != nil && target.restore(flags, values, floats, nat):
 				stats.Series++
 			default:
 				stats.Skipped++
@@ -389,7 +409,7 @@ func (r *cpReader) section() (section, bool) {
 	if kind == 0 || r.err != nil {
 		return section{}, false
 	}
-	if kind > kindHistogram {
+	if kind > kindBothHistogram {
 		r.fail("section kind")
 		return section{}, false
 	}
@@ -410,4 +430,64 @@ func (r *cpReader) section() (section, bool) {
 		s.counters = nil
 	}
 	return s, r.err == nil
+}
+
+// appendTo encodes the counts for a checkpoint: schema, zero count, count,
+// sum, then the buckets from the first populated one, as their first key
+// and counts. When the series last reset is not kept: a restored series
+// counts from its restore.
+func (c *nativeCounts) appendTo(b []byte) []byte {
+	b = binary.AppendVarint(b, int64(c.schema))
+	b = binary.AppendUvarint(b, c.zeroCount)
+	b = binary.AppendUvarint(b, c.count)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(c.sum))
+	lo, hi := 0, len(c.buckets)
+	for lo < hi && c.buckets[lo] == 0 {
+		lo++
+	}
+	for hi > lo && c.buckets[hi-1] == 0 {
+		hi--
+	}
+	b = binary.AppendVarint(b, int64(c.lo)+int64(lo))
+	b = binary.AppendUvarint(b, uint64(hi-lo))
+	for _, n := range c.buckets[lo:hi] {
+		b = binary.AppendUvarint(b, n)
+	}
+	return b
+}
+
+// native reads a native histogram that appendTo encoded, length first.
+func (r *cpReader) native() *nativeCounts {
+	n := r.uvarint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.fail("native histogram")
+		return nil
+	}
+	nr := &cpReader{b: r.b[:n]}
+	r.b = r.b[n:]
+	c := &nativeCounts{}
+	schema := nr.varint()
+	c.zeroCount = nr.uvarint()
+	c.count = nr.uvarint()
+	c.sum = nr.float()
+	lo := nr.varint()
+	nb := nr.uvarint()
+	if nr.err != nil || schema < minSchema || schema > maxSchema || nb > uint64(len(nr.b)) ||
+		lo < math.MinInt32 || lo+int64(nb) > math.MaxInt32 {
+		r.fail("native histogram")
+		return nil
+	}
+	c.schema, c.lo = int32(schema), int32(lo)
+	c.buckets = make([]uint64, nb)
+	for i := range c.buckets {
+		c.buckets[i] = nr.uvarint()
+		if c.buckets[i] > 0 {
+			c.populated++
+		}
+	}
+	if nr.err != nil || len(nr.b) != 0 {
+		r.fail("native histogram")
+		return nil
+	}
+	return c
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/model/histogram"
 
 	"github.com/spangraph/spangraph/pkg/budget"
 )
@@ -228,6 +231,18 @@ func FuzzRestoreCheckpoint(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(buf.Bytes())
+	// A native histogram's counts too, which the reader decodes even for
+	// a metric it does not have.
+	rn := New(DefaultConfig())
+	hn := rn.NewHistogramWith("native", []string{"service"}, []float64{1}, HistogramOptions{Mode: Both, Native: DefaultNativeOptions()})
+	for _, v := range []float64{0, 0.001, 0.5, 3} {
+		hn.Observe(MakeLabelValues([]string{"svc"}), v, 1, nil, 0)
+	}
+	buf.Reset()
+	if _, err := rn.WriteCheckpoint(&buf, 1); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf.Bytes())
 	f.Add([]byte(checkpointMagic))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m := newCPMetrics(DefaultConfig())
@@ -239,6 +254,95 @@ func FuzzRestoreCheckpoint(f *testing.F) {
 			t.Fatalf("accepted a checkpoint without the magic")
 		}
 	})
+}
+
+// TestCheckpointNative: native histograms, alone and beside classic ones,
+// come back from a checkpoint with their buckets, zero bucket, count, sum
+// and lowered schema, and continue as the uninterrupted registry does; a
+// registry whose bucket factor is now coarser merges them down to it, and
+// one whose mode changed skips them.
+func TestCheckpointNative(t *testing.T) {
+	t0 := cpTime()
+	opts := func(mode HistogramMode, factor float64) HistogramOptions {
+		return HistogramOptions{Mode: mode, Native: NativeOptions{BucketFactor: factor, MaxBucketNumber: 20}}
+	}
+	newReg := func(factor float64, native, both HistogramMode) (*Registry, *Histogram, *Histogram) {
+		r := New(DefaultConfig())
+		return r,
+			r.NewHistogramWith("native", []string{"service"}, nil, opts(native, factor), "calls_total"),
+			r.NewHistogramWith("both", []string{"service"}, []float64{0.1, 1}, opts(both, factor))
+	}
+	r, nat, both := newReg(1.1, Native, Both)
+	lv := MakeLabelValues([]string{"svc"})
+	observe := func(h1, h2 *Histogram, vals ...float64) {
+		for _, v := range vals {
+			h1.Observe(lv, v, 1, nil, 0, 1)
+			h2.Observe(lv, v, 1, nil, 0)
+		}
+	}
+	observe(nat, both, 0, 0.002, 0.004, 0.3)
+	valuesAt(t, r, t0)
+	// After the last collection: 30 buckets at schema 3 are over the cap
+	// of 20, so the resolution is lowered before the crash.
+	for i := range 30 {
+		observe(nat, both, 0.001*math.Pow(1.1, float64(i)))
+	}
+	if nat.series.s[lv.hash%shardCount].m[lv.hash].native.schema >= 3 {
+		t.Fatal("the resolution was not lowered")
+	}
+	var buf bytes.Buffer
+	at := t0.Add(time.Second).UnixMilli()
+	if ws, err := r.WriteCheckpoint(&buf, at); err != nil || ws.Series != 2 {
+		t.Fatalf("checkpoint: %+v, %v; want 2 series", ws, err)
+	}
+
+	// What the uninterrupted registry writes next, and the restored one.
+	t1 := t0.Add(2 * time.Second)
+	want := nativeAt(t, r, t1)
+	r2, _, _ := newReg(1.1, Native, Both)
+	if rs, err := r2.RestoreCheckpoint(bytes.NewReader(buf.Bytes()), t0.UnixMilli()); err != nil || rs.Series != 2 {
+		t.Fatalf("restore: %+v, %v", rs, err)
+	}
+	got := nativeAt(t, r2, t1)
+	if len(got) != 2 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("restored\n%v\nuninterrupted\n%v", got, want)
+	}
+	wantFloats, _ := valuesAt(t, r, t1.Add(time.Second))
+	gotFloats, _ := valuesAt(t, r2, t1.Add(time.Second))
+	if fmt.Sprint(gotFloats) != fmt.Sprint(wantFloats) {
+		t.Errorf("restored classic series and counters %v, uninterrupted %v", gotFloats, wantFloats)
+	}
+
+	// Schema 0 now (factor 2): the restored counts merge down to it.
+	r3, _, _ := newReg(2, Native, Both)
+	if rs, err := r3.RestoreCheckpoint(bytes.NewReader(buf.Bytes()), t0.UnixMilli()); err != nil || rs.Series != 2 {
+		t.Fatalf("restore at schema 0: %+v, %v", rs, err)
+	}
+	for s, h := range nativeAt(t, r3, t1) {
+		if h.Schema != 0 || h.Count != want[s].Count || h.Sum != want[s].Sum {
+			t.Errorf("%s restored at schema 0: %v, want the counts of %v", s, h, want[s])
+		}
+	}
+
+	// The modes swapped: neither series has its shape any more.
+	r4, _, _ := newReg(1.1, Both, Native)
+	if rs, err := r4.RestoreCheckpoint(bytes.NewReader(buf.Bytes()), t0.UnixMilli()); err != nil || rs.Series != 0 || rs.Skipped != 2 {
+		t.Fatalf("restore with the modes swapped: %+v, %v; want both skipped", rs, err)
+	}
+}
+
+// nativeAt collects r at now and returns its native histograms there, by
+// series.
+func nativeAt(t *testing.T, r *Registry, now time.Time) map[string]*histogram.Histogram {
+	t.Helper()
+	_, hs, _, _ := collectAll(t, r, newRecorder(), now)
+	out := map[string]*histogram.Histogram{}
+	for _, x := range hs {
+		if x.t == now.UnixMilli() {
+			out[x.series] = x.h
+		}
+	}
+	return out
 }
 
 // TestMoveTo: a reload hands the series on: those whose metric keeps its

@@ -24,6 +24,15 @@ type sample struct {
 
 func (s sample) String() string { return fmt.Sprintf("%s @%d = %v", s.series, s.t, s.v) }
 
+// histSample is one appended native histogram.
+type histSample struct {
+	series string
+	t      int64
+	h      *histogram.Histogram
+}
+
+func (s histSample) String() string { return fmt.Sprintf("%s @%d = %v", s.series, s.t, s.h) }
+
 type recordedExemplar struct {
 	series string
 	e      exemplar.Exemplar
@@ -35,6 +44,7 @@ type recordedExemplar struct {
 // name the series it was given for.
 type recorder struct {
 	samples   []sample
+	hists     []histSample
 	exemplars []recordedExemplar
 	refErrors []string
 
@@ -100,12 +110,20 @@ func (r *recorder) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exem
 
 func (r *recorder) SetOptions(*storage.AppendOptions) {}
 
-func (r *recorder) AppendHistogram(storage.SeriesRef, labels.Labels, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	panic("the registry writes classic histograms only")
+func (r *recorder) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	if fh != nil || h == nil {
+		panic("the registry writes integer native histograms only")
+	}
+	if err := h.Validate(); err != nil && !value.IsStaleNaN(h.Sum) {
+		r.refErrors = append(r.refErrors, fmt.Sprintf("invalid histogram %v: %v", h, err))
+	}
+	key, known := r.ref(ref, l)
+	r.hists = append(r.hists, histSample{key, t, h.Copy()})
+	return known, nil
 }
 
 func (r *recorder) AppendHistogramSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	panic("the registry writes classic histograms only")
+	panic("the registry writes its leading zeros as samples")
 }
 
 func (r *recorder) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ metadata.Metadata) (storage.SeriesRef, error) {

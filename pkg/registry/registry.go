@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
@@ -430,6 +431,25 @@ func (c *collector) append(ref *storage.SeriesRef, l labels.Labels, t int64, v f
 		// store already has (a series revived within a minute); that one
 		// sample is expendable, the collection is not.
 		if t != c.ts || math.IsNaN(v) {
+			return
+		}
+		c.err = err
+		return
+	}
+	*ref = r
+	c.samples++
+}
+
+// appendHistogram is append for a native histogram; a stale marker is a
+// histogram whose sum is the stale NaN.
+func (c *collector) appendHistogram(ref *storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram) {
+	if c.err != nil || t == noZero {
+		return
+	}
+	r, err := c.app.AppendHistogram(*ref, l, t, h, nil)
+	if err != nil {
+		// As append: a leading zero or a staleness marker is expendable.
+		if t != c.ts || value.IsStaleNaN(h.Sum) {
 			return
 		}
 		c.err = err

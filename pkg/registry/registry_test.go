@@ -44,6 +44,13 @@ func defaultLatencyBuckets() []float64 {
 
 func collect(t *testing.T, r *Registry, rec *recorder, now time.Time) ([]sample, []recordedExemplar, CollectStats) {
 	t.Helper()
+	s, _, e, stats := collectAll(t, r, rec, now)
+	return s, e, stats
+}
+
+// collectAll is collect with the native histograms appended.
+func collectAll(t *testing.T, r *Registry, rec *recorder, now time.Time) ([]sample, []histSample, []recordedExemplar, CollectStats) {
+	t.Helper()
 	stats, err := r.Collect(rec, now)
 	if err != nil {
 		t.Fatalf("Collect: %v", err)
@@ -51,11 +58,13 @@ func collect(t *testing.T, r *Registry, rec *recorder, now time.Time) ([]sample,
 	if len(rec.refErrors) > 0 {
 		t.Fatalf("wrong series refs: %v", rec.refErrors)
 	}
+	h := rec.hists
+	rec.hists = nil
 	s, e := rec.take()
-	if stats.Samples != len(s) {
-		t.Errorf("stats.Samples = %d, appended %d", stats.Samples, len(s))
+	if stats.Samples != len(s)+len(h) {
+		t.Errorf("stats.Samples = %d, appended %d", stats.Samples, len(s)+len(h))
 	}
-	return s, e, stats
+	return s, h, e, stats
 }
 
 func TestCounterAcrossCollections(t *testing.T) {

@@ -150,7 +150,7 @@ func (m *scalar) section() section {
 	return section{kind: kind, name: m.name, labelNames: m.labelNames}
 }
 
-func (m *scalar) eachUpdated(since int64, f func(flags byte, values []string, floats []float64)) {
+func (m *scalar) eachUpdated(since int64, f func(flags byte, values []string, floats []float64, native []byte)) {
 	var v [1]float64
 	emit := func(s *scalarSeries, flags byte) {
 		if s.lastUpdate.Load() < since {
@@ -160,7 +160,7 @@ func (m *scalar) eachUpdated(since int64, f func(flags byte, values []string, fl
 			flags |= flagNew
 		}
 		v[0] = s.value
-		f(flags, s.values, v[:])
+		f(flags, s.values, v[:], nil)
 	}
 	each(&m.series, func(s *scalarSeries) { emit(s, 0) })
 	m.overflowMu.Lock()
@@ -170,7 +170,7 @@ func (m *scalar) eachUpdated(since int64, f func(flags byte, values []string, fl
 	}
 }
 
-func (m *scalar) restore(flags byte, values []string, floats []float64) bool {
+func (m *scalar) restore(flags byte, values []string, floats []float64, _ *nativeCounts) bool {
 	now := m.reg.now.Load()
 	set := func(s *scalarSeries) {
 		s.value = floats[0]

@@ -226,22 +226,17 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 		orig, out = append(orig, s.Labels()), append(out, lbls)
 		var prevT int64
 		var prevV float64
+		var prevH entry // the sample before from, when it is a histogram
 		nPrev, first := 0, true
 		it = s.Iterator(it)
 		for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
 			t := it.AtT()
 			if vt != chunkenc.ValFloat {
-				nPrev = 2 // a histogram is never a leading zero
-				if t < from {
-					continue
-				}
-				first = false
-				if !keep {
-					dropped++
-					continue
-				}
 				// As the queue, which does not read them otherwise.
 				if !c.ep.cfg.SendNativeHistograms {
+					if t >= from && !keep {
+						dropped++
+					}
 					continue
 				}
 				e := entry{key: t, t: t, series: idx}
@@ -250,6 +245,22 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 				} else {
 					_, e.fh = it.AtFloatHistogram(nil)
 				}
+				if t < from {
+					prevH = e
+					nPrev++
+					continue
+				}
+				if !keep {
+					dropped++
+					continue
+				}
+				// A native series' leading zero is an empty histogram,
+				// sent along as a float one is (below).
+				if first && nPrev == 1 && (prevH.h != nil || prevH.fh != nil) && prevH.t < c.base && isLeadingZero(prevH.t, histCount(prevH), t) {
+					prevH.key = t
+					entries = append(entries, prevH)
+				}
+				first = false
 				entries = append(entries, e)
 				continue
 			}
@@ -302,6 +313,15 @@ func (c *catchup) chunk(ctx context.Context, from, end int64) (int, error) {
 // later when ShipsFrom was later.
 func isLeadingZero(t0 int64, v0 float64, t1 int64) bool {
 	return v0 == 0 && t0 >= t1-t1%60_000-1000 && t0 < t1
+}
+
+// histCount is the count of a histogram entry, what isLeadingZero reads
+// of it.
+func histCount(e entry) float64 {
+	if e.h != nil {
+		return float64(e.h.Count)
+	}
+	return e.fh.Count
 }
 
 // process applies external labels and write_relabel_configs as the queue
@@ -486,8 +506,12 @@ func (c *catchup) send(ctx context.Context, body []byte, samples int) error {
 }
 
 // isOutOfOrder recognises Prometheus' and Mimir's refusal of a sample older
-// than the newest of its series.
+// than the newest of its series, or at its time: Prometheus 2.x takes a
+// float sent again at its timestamp but refuses a native histogram so
+// ("duplicate sample for timestamp"), and the catch-up offers again the
+// sample at its marker, which the endpoint may have.
 func isOutOfOrder(err error) bool {
 	s := strings.ToLower(err.Error())
-	return strings.Contains(s, "out of order") || strings.Contains(s, "out-of-order")
+	return strings.Contains(s, "out of order") || strings.Contains(s, "out-of-order") ||
+		strings.Contains(s, "duplicate sample for timestamp")
 }

@@ -25,6 +25,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spangraph/spangraph/pkg/otlptest"
+	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/store"
 )
 
@@ -56,6 +57,10 @@ type fakeEngine struct {
 	series int
 	n      int
 	stamps []int64
+	// reg, when set, is collected too: each collection observes one more
+	// span in native (see nativeEngine).
+	reg    *registry.Registry
+	native *registry.Histogram
 }
 
 func (e *fakeEngine) collect(t testing.TB) {
@@ -66,6 +71,18 @@ func (e *fakeEngine) collect(t testing.TB) {
 	for i := range e.series {
 		l := labels.FromStrings(labels.MetricName, "spangraph_test_total", "series", strconv.Itoa(i))
 		if _, err := app.Append(0, l, now, float64(e.n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.reg != nil {
+		// As the engine: leading zeros go where the queue reads.
+		if e.w != nil {
+			if from := e.w.ShipsFrom(); from < now {
+				e.reg.SetZeroFloor(from - 1)
+			}
+		}
+		e.native.Observe(registry.MakeLabelValues([]string{"checkout"}), 0.001*float64(e.n+1), 1, nil, 0)
+		if _, err := e.reg.Collect(app, time.UnixMilli(now)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -213,6 +230,7 @@ func (p *promServer) start(bin string) {
 	}
 	p.cmd = exec.Command(bin,
 		"--web.enable-remote-write-receiver",
+		"--enable-feature=native-histograms",
 		"--storage.tsdb.path="+p.dataDir,
 		"--config.file="+p.cfgFile,
 		"--web.listen-address="+p.addr(),
@@ -260,6 +278,41 @@ func (p *promServer) stop() {
 
 func (p *promServer) addr() string     { return "127.0.0.1:" + strconv.Itoa(p.port) }
 func (p *promServer) writeURL() string { return "http://" + p.addr() + "/api/v1/write" }
+
+// histogramCounts returns the raw native histogram samples (ms → count)
+// of the last hour of the series a selector picks.
+func (p *promServer) histogramCounts(selector string) map[int64]float64 {
+	p.t.Helper()
+	resp, err := http.Get("http://" + p.addr() + "/api/v1/query?query=" + url.QueryEscape(selector+"[1h]"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Histograms [][2]json.RawMessage `json:"histograms"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		p.t.Fatal(err)
+	}
+	out := map[int64]float64{}
+	for _, r := range body.Data.Result {
+		for _, h := range r.Histograms {
+			var ts float64
+			var v struct {
+				Count string `json:"count"`
+			}
+			if json.Unmarshal(h[0], &ts) != nil || json.Unmarshal(h[1], &v) != nil {
+				p.t.Fatalf("histogram sample %s", h)
+			}
+			out[int64(ts*1000+0.5)], _ = strconv.ParseFloat(v.Count, 64)
+		}
+	}
+	return out
+}
 
 // samples returns the raw samples (ms → value) of one test series.
 func (p *promServer) samples(series int) map[int64]float64 {

@@ -46,6 +46,10 @@ type Config struct {
 	MaxItems int `yaml:"max_items"`
 	// HistogramBuckets are latency bucket bounds in seconds.
 	HistogramBuckets []float64 `yaml:"histogram_buckets"`
+	// Histograms: classic, native or both latency histograms (client,
+	// server and messaging), with Tempo's keys
+	// (generate_native_histograms, native_histogram_*).
+	processor.Histograms `yaml:",inline"`
 	// Dimensions are attribute names turned into labels, looked up on the
 	// resource first, then on the span.
 	Dimensions []string `yaml:"dimensions"`
@@ -116,6 +120,7 @@ func DefaultConfig() Config {
 		Wait:                   10 * time.Second,
 		MaxItems:               DefaultMaxItems,
 		HistogramBuckets:       DefaultBuckets(),
+		Histograms:             processor.DefaultHistograms(),
 		PeerAttributes:         []string{"peer.service", "db.name", "db.system", "db.system.name"},
 		DatabaseNameAttributes: []string{"db.namespace", "db.name", "db.system", "db.system.name"},
 		VirtualNodeLatency:     VirtualNodeLatencyZero,
@@ -134,6 +139,9 @@ func (c *Config) Validate(prefix string) error {
 		return fmt.Errorf("%s.max_items: must be between 1 and %d, got %d", prefix, maxItemsLimit, c.MaxItems)
 	}
 	if err := processor.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
+		return err
+	}
+	if err := c.Histograms.Validate(prefix); err != nil {
 		return err
 	}
 	switch c.VirtualNodeLatency {

@@ -163,10 +163,11 @@ func New(cfg Config, reg *registry.Registry, opts Options) (*Processor, error) {
 
 	p.requests = reg.NewCounter(MetricRequestTotal, names)
 	p.failed = reg.NewCounter(MetricRequestFailedTotal, names)
-	p.serverSeconds = reg.NewHistogram(MetricRequestServerSeconds, names, cfg.HistogramBuckets)
-	p.clientSeconds = reg.NewHistogram(MetricRequestClientSeconds, names, cfg.HistogramBuckets)
+	hopts := cfg.Histograms.Options()
+	p.serverSeconds = reg.NewHistogramWith(MetricRequestServerSeconds, names, cfg.HistogramBuckets, hopts)
+	p.clientSeconds = reg.NewHistogramWith(MetricRequestClientSeconds, names, cfg.HistogramBuckets, hopts)
 	if cfg.EnableMessagingSystemLatencyHistogram {
-		p.messagingSec = reg.NewHistogram(MetricRequestMessagingSeconds, names, cfg.HistogramBuckets)
+		p.messagingSec = reg.NewHistogramWith(MetricRequestMessagingSeconds, names, cfg.HistogramBuckets, hopts)
 	}
 	sides := []string{LabelClient, LabelServer}
 	p.unpaired = reg.NewCounter(MetricUnpairedSpans, sides)

@@ -60,7 +60,10 @@ type Config struct {
 	FilterPolicies    []spanfilter.Policy `yaml:"filter_policies"`
 	// HistogramBuckets are latency bucket bounds in seconds.
 	HistogramBuckets []float64 `yaml:"histogram_buckets"`
-	EnableTargetInfo bool      `yaml:"enable_target_info"`
+	// Histograms: classic, native or both latency histograms, with
+	// Tempo's keys (generate_native_histograms, native_histogram_*).
+	processor.Histograms `yaml:",inline"`
+	EnableTargetInfo     bool `yaml:"enable_target_info"`
 	// TargetInfoExcludedDimensions are resource attributes left out of
 	// traces_target_info.
 	TargetInfoExcludedDimensions []string `yaml:"target_info_excluded_dimensions"`
@@ -94,6 +97,7 @@ func DefaultConfig() Config {
 			Service: true, SpanName: true, SpanKind: true, StatusCode: true,
 		},
 		HistogramBuckets: DefaultBuckets(),
+		Histograms:       processor.DefaultHistograms(),
 	}
 }
 
@@ -163,7 +167,7 @@ func New(cfg Config, reg *registry.Registry) (*Processor, error) {
 		p.excluded[k] = true
 	}
 
-	p.latency = reg.NewHistogram(MetricLatency, names, cfg.HistogramBuckets, MetricCalls, MetricSize)
+	p.latency = reg.NewHistogramWith(MetricLatency, names, cfg.HistogramBuckets, cfg.Histograms.Options(), MetricCalls, MetricSize)
 	if cfg.EnableTargetInfo {
 		p.targetInfo = reg.NewInfoGauge(MetricTargetInfo)
 	}
@@ -174,6 +178,9 @@ func New(cfg Config, reg *registry.Registry) (*Processor, error) {
 // Validate checks the config; errors name the key under prefix.
 func (c *Config) Validate(prefix string) error {
 	if err := processor.ValidateBuckets(prefix+".histogram_buckets", c.HistogramBuckets); err != nil {
+		return err
+	}
+	if err := c.Histograms.Validate(prefix); err != nil {
 		return err
 	}
 	for i, d := range c.Dimensions {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
@@ -26,9 +27,17 @@ type Sample struct {
 // embeds is nil: the registry calls only the methods overridden here.
 type Appender struct {
 	storage.Appender
-	Samples   []Sample
-	Exemplars []Exemplar
-	refs      map[string]storage.SeriesRef
+	Samples    []Sample
+	Histograms []HistogramSample
+	Exemplars  []Exemplar
+	refs       map[string]storage.SeriesRef
+}
+
+// HistogramSample is one appended native histogram.
+type HistogramSample struct {
+	Labels labels.Labels
+	T      int64
+	H      *histogram.Histogram
 }
 
 // Exemplar is one appended exemplar with its series.
@@ -40,6 +49,56 @@ type Exemplar struct {
 // Append implements storage.Appender.
 func (a *Appender) Append(_ storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
 	a.Samples = append(a.Samples, Sample{Labels: l, T: t, V: v})
+	return a.ref(l), nil
+}
+
+// AppendHistogram implements storage.Appender for the registry's native
+// histograms, which are integer histograms.
+func (a *Appender) AppendHistogram(_ storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	a.Histograms = append(a.Histograms, HistogramSample{Labels: l, T: t, H: h.Copy()})
+	return a.ref(l), nil
+}
+
+// Native returns the last native histogram of every series, keyed as
+// Collect keys its values.
+func (a *Appender) Native() map[string]*histogram.Histogram {
+	out := map[string]*histogram.Histogram{}
+	for _, h := range a.Histograms {
+		out[h.Labels.String()] = h.H
+	}
+	return out
+}
+
+// Lines renders every appended sample, float or native histogram, as
+// "series @t value" lines sorted by series then time: a golden form of a
+// collection.
+func (a *Appender) Lines() []string {
+	type line struct {
+		series string
+		t      int64
+		text   string
+	}
+	var ls []line
+	for _, s := range a.Samples {
+		ls = append(ls, line{s.Labels.String(), s.T, formatFloat(s.V)})
+	}
+	for _, h := range a.Histograms {
+		ls = append(ls, line{h.Labels.String(), h.T, h.H.String()})
+	}
+	sort.SliceStable(ls, func(i, j int) bool {
+		if ls[i].series != ls[j].series {
+			return ls[i].series < ls[j].series
+		}
+		return ls[i].t < ls[j].t
+	})
+	out := make([]string, len(ls))
+	for i, l := range ls {
+		out[i] = l.series + " @" + strconv.FormatInt(l.t, 10) + " " + l.text
+	}
+	return out
+}
+
+func (a *Appender) ref(l labels.Labels) storage.SeriesRef {
 	if a.refs == nil {
 		a.refs = map[string]storage.SeriesRef{}
 	}
@@ -48,7 +107,7 @@ func (a *Appender) Append(_ storage.SeriesRef, l labels.Labels, t int64, v float
 		ref = storage.SeriesRef(len(a.refs) + 1)
 		a.refs[l.String()] = ref
 	}
-	return ref, nil
+	return ref
 }
 
 // AppendExemplar implements storage.Appender.

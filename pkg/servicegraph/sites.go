@@ -18,11 +18,28 @@ import (
 // exemplars, expired and unpaired counts), only wait earlier.
 //
 // A call site is the client's service, its span kind and the peer it
-// names; when it names none, its span name and server.address. It is
-// silent after silentAfter consecutive expirations with no pairing in
-// between. Each pairing of a site that had expirations doubles the run it
-// needs (up to silentAfter<<maxShift), so a site whose calls mostly pair
-// (with some server spans lost) does not turn silent on a run of bad luck.
+// names; when it names none, its span name and server.address. Its run
+// counts the Expire rounds (the engine runs one a second) in which any of
+// its half edges expired, with no pairing of the site in between; the site
+// is silent once its run reaches silentAfter rounds. Rounds rather than
+// half edges, because one lost batch (an exporter dropping a request, a
+// network blip) makes dozens of a healthy site's halves expire in one or
+// two rounds: counted one by one they would silence it at once, and for up
+// to a wait its client spans would be settled while their server spans
+// arrive and wait in vain. A site whose halves expire every round turns
+// silent at its silentAfter-th round, silentAfter-1 seconds after its
+// first expiration. Until then the store holds what it holds for any
+// peer: a wait's worth of the site's halves, growing by a round's worth
+// between rounds. Against turning silent at the first round, that costs
+// up to one round of its halves at the store's peak, not silentAfter-1,
+// as older halves expire as fast as new ones come (at full rate with a
+// quarter of 1.1 M spans/s never paired: 0.26 M halves × PendingBytes ≈
+// 30 MB on ~300 MB); the peak lasts silentAfter-1 seconds longer, and
+// that many seconds of the site's spans wait instead of being settled at
+// once. Each pairing of a site that had expirations doubles the run it
+// needs (up to silentAfter<<maxShift rounds, about 51 minutes), so a site
+// whose calls mostly pair (with some server spans lost) does not turn
+// silent on a run of bad luck.
 // It stops being silent when
 //   - a server or consumer span arrives from a service of the name its
 //     peer attribute gives (the peer started reporting), or
@@ -39,10 +56,11 @@ import (
 // allocated at the first expiration of a client span), set-associative so
 // that a lookup reads one bucket. It never grows: a new site replaces an
 // empty entry, else one not touched for staleAfter waits, else the one with
-// the fewest expirations. A flood of unique span names only churns the
-// low-count entries, while silent sites (with many expirations, touched by
-// their probes every wait) stay. Reads take no lock; writes (expirations,
-// pairings of watched halves, probes) take one of siteLocks stripes.
+// the shortest run. A flood of unique span names only churns the entries
+// of short runs, while silent sites (with runs of silentAfter rounds and
+// more, touched by their probes every wait) stay. Reads take no lock;
+// writes (expirations, pairings of watched halves, probes) take one of
+// siteLocks stripes.
 //
 // Services seen serving are kept in a set of servingEntries name hashes,
 // overwritten in place when a bucket is full: a name lost that way only
@@ -52,7 +70,7 @@ const (
 	siteBucketBits = 13
 	siteBuckets    = 1 << siteBucketBits
 	siteLocks      = 64
-	silentAfter    = 8
+	silentAfter    = 3
 	maxShift       = 10
 	staleAfter     = 6
 	servingBits    = 9
@@ -61,11 +79,11 @@ const (
 
 type siteBucket struct {
 	tag [siteWays]atomic.Uint64
-	// state is the run of expirations (high 32 bits) and the shift its
-	// threshold has (low 32 bits).
+	// state is the run of rounds with expirations (high 32 bits) and the
+	// shift its threshold has (low 32 bits).
 	state [siteWays]atomic.Uint64
-	// probe is when the next probe may wait, touched when the entry was
-	// last expired into (unix ns).
+	// probe is when the next probe may wait, touched the round in which
+	// the entry was last expired into (unix ns).
 	probe, touched [siteWays]atomic.Int64
 }
 
@@ -179,8 +197,9 @@ func (t *sites) paired(site uint64) {
 	mu.Unlock()
 }
 
-// expired records that n halves of site waited the whole wait at now.
-// Site 0 is no site.
+// expired records that n halves of site waited the whole wait in the
+// Expire round at now. A round adds one to the site's run, however many
+// of its halves expired and in however many calls. Site 0 is no site.
 func (t *sites) expired(site, n uint64, now int64) {
 	if site == 0 || n == 0 {
 		return
@@ -193,7 +212,13 @@ func (t *sites) expired(site, n uint64, now int64) {
 	mu.Lock()
 	defer mu.Unlock()
 	if w, s := lookup(b, site); w >= 0 {
-		b.state[w].Store(min(s>>32+n, 1<<31)<<32 | s&0xffffffff)
+		run := s >> 32
+		// A pairing may have ended the run earlier in this round: the
+		// halves expired since start a new one.
+		if run == 0 || b.touched[w].Load() != now {
+			run = min(run+1, 1<<31)
+		}
+		b.state[w].Store(run<<32 | s&0xffffffff)
 		b.touched[w].Store(now)
 		return
 	}
@@ -214,7 +239,7 @@ func (t *sites) expired(site, n uint64, now int64) {
 		}
 	}
 	b.tag[victim].Store(0)
-	b.state[victim].Store(min(n, 1<<31) << 32)
+	b.state[victim].Store(1 << 32)
 	b.probe[victim].Store(0)
 	b.touched[victim].Store(now)
 	b.tag[victim].Store(site)

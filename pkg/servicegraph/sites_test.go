@@ -32,9 +32,10 @@ func silentCalls(t testing.TB, first uint64, n int, kind otlp.SpanKind, attrs ..
 	return []res{{service: "fe", attrs: []*commonpb.KeyValue{otlptest.Str("env", "prod")}, spans: spans}}
 }
 
-// TestSilentSites: once a call site's half edges have expired silentAfter
-// times in a row, its spans are settled at once, all but one probe per
-// wait, and the series, exemplars aside, are those that waiting gives.
+// TestSilentSites: once a call site's half edges have expired in
+// silentAfter Expire rounds in a row, its spans are settled at once, all
+// but one probe per wait, and the series, exemplars aside, are those that
+// waiting gives.
 func TestSilentSites(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -59,7 +60,10 @@ func TestSilentSites(t *testing.T) {
 			virtual: true,
 		},
 	}
-	const later = 25 // spans pushed once the site is silent
+	const (
+		perRound = 4  // spans expiring in each round before the site is silent
+		later    = 25 // spans pushed once the site is silent
+	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -74,11 +78,15 @@ func TestSilentSites(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				// Waiting: every span is pushed before any expired.
-				p.Push(makeBatch(t, silentCalls(t, 1, silentAfter, tc.kind, tc.attrs...)...))
-				if silent {
-					clock.Advance(cfg.Wait)
-					p.Expire()
+				// Waiting: every span is pushed before any expired, and
+				// they expire in one round. Silent: each round's spans
+				// expire before the next round's are pushed.
+				for r := 0; r < silentAfter; r++ {
+					p.Push(makeBatch(t, silentCalls(t, uint64(1+r*perRound), perRound, tc.kind, tc.attrs...)...))
+					if silent {
+						clock.Advance(cfg.Wait)
+						p.Expire()
+					}
 				}
 				p.Push(makeBatch(t, silentCalls(t, 1000, later, tc.kind, tc.attrs...)...))
 				if silent {
@@ -106,7 +114,7 @@ func TestSilentSites(t *testing.T) {
 			if waitedStats != silentStats {
 				t.Errorf("stats differ: waiting %+v, silent %+v", waitedStats, silentStats)
 			}
-			n := uint64(silentAfter + later)
+			n := uint64(silentAfter*perRound + later)
 			want := Stats{Expired: n, Unpaired: n}
 			if tc.virtual {
 				want = Stats{Expired: n, Completed: n, Virtual: n}
@@ -122,12 +130,15 @@ func TestSilentSites(t *testing.T) {
 	}
 }
 
-// silence pushes silentAfter spans of a site and lets them expire.
+// silence pushes two spans of a site and lets them expire, silentAfter
+// rounds in a row, then checks that the site is silent.
 func silence(t *testing.T, p *Processor, clock *fakeClock, attrs ...*commonpb.KeyValue) {
 	t.Helper()
-	p.Push(makeBatch(t, silentCalls(t, 1, silentAfter, otlp.SpanKindClient, attrs...)...))
-	clock.Advance(p.cfg.Wait)
-	p.Expire()
+	for r := uint64(1); r <= silentAfter; r++ {
+		p.Push(makeBatch(t, silentCalls(t, r<<32, 2, otlp.SpanKindClient, attrs...)...))
+		clock.Advance(p.cfg.Wait)
+		p.Expire()
+	}
 	before := p.Stats().Silent
 	p.Push(makeBatch(t, silentCalls(t, 100, 2, otlp.SpanKindClient, attrs...)...))
 	if got := p.Stats().Silent - before; got != 1 {
@@ -170,9 +181,9 @@ func TestSilentSiteReportsAgain(t *testing.T) {
 		total:    {`{client="fe",server="be"}`: 11},
 		srvCount: {`{client="fe",server="be"}`: 11},
 		cliCount: {`{client="fe",server="be"}`: 11},
-		// 8 to turn silent, 1 settled, its probe, the span before the
-		// pairing probe, and the server span that came for it.
-		unpaired: {`{client="fe"}`: silentAfter + 3, `{server="be"}`: 1},
+		// 2 a round to turn silent, 1 settled, its probe, the span before
+		// the pairing probe, and the server span that came for it.
+		unpaired: {`{client="fe"}`: 2*silentAfter + 3, `{server="be"}`: 1},
 	})
 	if st := p.Stats(); st.Pending != 0 || st.Silent != 2 {
 		t.Errorf("stats %+v, want nothing pending and 2 settled at once", st)
@@ -198,8 +209,8 @@ func TestSilentSiteServerSpanOfPeer(t *testing.T) {
 }
 
 // TestSitesMostlyPairingStayAwake: a site whose calls pair between runs of
-// expirations needs a longer run each time, so it does not turn silent
-// on runs that once made it so.
+// rounds with expirations needs a longer run each time, so it does not
+// turn silent on runs that once made it so.
 func TestSitesMostlyPairingStayAwake(t *testing.T) {
 	clock := newClock()
 	p, err := New(DefaultConfig(), registry.New(registry.Config{}), Options{Now: clock.Now})
@@ -207,23 +218,166 @@ func TestSitesMostlyPairingStayAwake(t *testing.T) {
 		t.Fatal(err)
 	}
 	trace := uint64(1)
-	for round := 0; round < 5; round++ {
-		p.Push(makeBatch(t, silentCalls(t, trace, silentAfter-1, otlp.SpanKindClient)...))
-		trace += silentAfter
-		clock.Advance(p.cfg.Wait)
-		p.Expire()
+	// expireRounds lets a few calls expire in each of n rounds in a row.
+	expireRounds := func(n int) {
+		for range n {
+			p.Push(makeBatch(t, silentCalls(t, trace, 5, otlp.SpanKindClient)...))
+			trace += 5
+			clock.Advance(p.cfg.Wait)
+			p.Expire()
+		}
+	}
+	for range 5 {
+		expireRounds(silentAfter - 1)
 		p.Push(makeBatch(t, res{service: "fe", spans: []sp{client(trace)}}))
 		p.Push(makeBatch(t, res{service: "be", spans: []sp{server(trace)}}))
 		trace++
 	}
-	// A run of silentAfter+1 would have been enough before any pairing.
-	p.Push(makeBatch(t, silentCalls(t, trace, silentAfter+1, otlp.SpanKindClient)...))
-	trace += silentAfter + 1
-	clock.Advance(p.cfg.Wait)
-	p.Expire()
+	// A run of silentAfter+1 rounds would have been enough before any
+	// pairing.
+	expireRounds(silentAfter + 1)
 	p.Push(makeBatch(t, silentCalls(t, trace, 3, otlp.SpanKindClient)...))
 	if st := p.Stats(); st.Silent != 0 || st.Pending != 3 {
 		t.Errorf("stats %+v, want 3 pending and none settled at once", st)
+	}
+}
+
+// TestSiteRunCountsRounds: a call site's run grows by one per Expire
+// round with expirations, however many halves expired in it and in how
+// many calls; a pairing ends it and doubles the run the site needs.
+func TestSiteRunCountsRounds(t *testing.T) {
+	const second = int64(time.Second)
+	// op is an expiration of n halves in the round at second at, or a
+	// pairing when n is 0.
+	type op struct {
+		n  uint64
+		at int64
+	}
+	for _, tc := range []struct {
+		name       string
+		ops        []op
+		run, shift uint64
+	}{
+		{name: "one round, one call", ops: []op{{50, 1}}, run: 1},
+		{name: "one round, several calls", ops: []op{{20, 1}, {30, 1}, {1, 1}}, run: 1},
+		{name: "rounds in a row", ops: []op{{2, 1}, {40, 1}, {1, 2}, {1, 3}}, run: 3},
+		{name: "a pairing ends the run", ops: []op{{1, 1}, {1, 2}, {}}, shift: 1},
+		{name: "a pairing within a round", ops: []op{{1, 1}, {1, 2}, {}, {5, 2}, {5, 3}}, run: 2, shift: 1},
+		{name: "pairings double the run needed", ops: []op{{1, 1}, {}, {1, 2}, {}, {1, 3}}, run: 1, shift: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var st sites
+			st.init(10 * second)
+			site := st.site(st.hash("fe"), true, "stripe", "", "")
+			for _, o := range tc.ops {
+				if o.n == 0 {
+					st.paired(site)
+				} else {
+					st.expired(site, o.n, o.at*second)
+				}
+			}
+			b, _ := st.bucket(site)
+			w, s := lookup(b, site)
+			if w < 0 {
+				t.Fatal("site not in the table")
+			}
+			if run, shift := s>>32, s&0xffffffff; run != tc.run || shift != tc.shift {
+				t.Errorf("run %d, shift %d; want %d, %d", run, shift, tc.run, tc.shift)
+			}
+		})
+	}
+}
+
+// TestLostBatchKeepsSiteAwake: a healthy site that loses one batch of
+// client spans (their server spans never come) does not turn silent when
+// they expire, in one round or across two: its next client spans wait
+// and pair. A site whose spans never pair, called all along, still turns
+// silent at its silentAfter-th round with expirations.
+func TestLostBatchKeepsSiteAwake(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// gap between the two halves of the lost batch.
+		gap time.Duration
+	}{
+		{name: "expires in one round"},
+		{name: "expires across two rounds", gap: 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := registry.New(registry.Config{})
+			clock := newClock()
+			p, err := New(DefaultConfig(), reg, Options{Now: clock.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			healthy := func(first uint64, n int) {
+				var clients, servers []sp
+				for i := range n {
+					clients = append(clients, client(first+uint64(i)))
+					servers = append(servers, server(first+uint64(i)))
+				}
+				before := p.Stats().Silent
+				p.Push(makeBatch(t, res{service: "fe", spans: clients}))
+				p.Push(makeBatch(t, res{service: "be", spans: servers}))
+				if st := p.Stats(); st.Silent != before {
+					t.Fatalf("%d spans of the healthy site settled at once: %+v", st.Silent-before, st)
+				}
+			}
+			stripe := otlptest.Str("peer.service", "stripe")
+			trace := uint64(1 << 32)
+			// call pushes n calls of pay to stripe, which sends no spans,
+			// and returns how many of them were settled at once.
+			call := func(n int) uint64 {
+				before := p.Stats().Silent
+				for range n {
+					p.Push(makeBatch(t, res{service: "pay", spans: []sp{client(trace, stripe)}}))
+					trace++
+				}
+				return p.Stats().Silent - before
+			}
+			start := clock.Now()
+			healthy(1, 20)
+			call(1)
+			// The lost batch: 50 calls of fe whose server spans never
+			// come, half of them gap later.
+			p.Push(makeBatch(t, silentCalls(t, 1000, 25, otlp.SpanKindClient)...))
+			clock.Advance(tc.gap)
+			p.Push(makeBatch(t, silentCalls(t, 1025, 25, otlp.SpanKindClient)...))
+			// An Expire round at every second from start, as the engine
+			// runs them; stripe is called between rounds.
+			waitSecs := int(p.cfg.Wait / time.Second)
+			for sec := 1; ; sec++ {
+				clock.Advance(start.Add(time.Duration(sec) * time.Second).Sub(clock.Now()))
+				p.Expire()
+				if sec == waitSecs+1 {
+					// The lost batch has expired.
+					healthy(100, 10)
+				}
+				if sec >= waitSecs {
+					// stripe's calls have expired in every round since
+					// its first; of two calls, a silent site lets one
+					// wait as its probe.
+					round := sec - waitSecs + 1
+					settled, silent := call(2), round >= silentAfter
+					if (settled == 1) != silent {
+						t.Fatalf("round %d with expirations: %d of 2 calls to stripe settled at once, want silent %v", round, settled, silent)
+					}
+					if silent {
+						break
+					}
+				}
+				call(1)
+			}
+			clock.Advance(p.cfg.Wait)
+			p.Expire()
+			stripeCalls := float64(trace - 1<<32)
+			edges := series{feBe: 30, `{client="pay",connection_type="virtual_node",server="stripe"}`: stripeCalls}
+			checkSeries(t, collect(t, reg), map[string]series{
+				total:    edges,
+				srvCount: edges,
+				cliCount: edges,
+				unpaired: {`{client="fe"}`: 50},
+			})
+		})
 	}
 }
 

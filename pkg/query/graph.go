@@ -267,6 +267,13 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 			P90Under:       under,
 		})
 	}
+	var native *nativeFigures
+	if _, sg := q.native(tenant); sg {
+		if native, err = q.nativeGraph(ctx, tenant, o, o.End, instrumented); err != nil {
+			return nil, err
+		}
+		native.apply(edges)
+	}
 	setEdgeIDs(edges)
 	sort.Slice(edges, func(i, j int) bool { return edges[i].ID < edges[j].ID })
 	if o.Service != "" {
@@ -283,6 +290,9 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		p, under := nodeBuckets.quantileMs(0.9, id)
 		if math.IsNaN(p) || (len(instrumented) > 0 && !instrumented[id]) {
 			p, under = fallback.quantileMs(0.9, id)
+		}
+		if v, ok := native.nodeP90(id); ok {
+			p, under = v, false
 		}
 		g.Nodes[i].P90Ms, g.Nodes[i].P90Under = p, under
 	}

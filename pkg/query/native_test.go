@@ -118,3 +118,87 @@ func TestNativeHistogramPromQL(t *testing.T) {
 		})
 	}
 }
+
+// nativeStores is stores that says the processors write native latency
+// histograms (query.NativeSource).
+type nativeStores struct {
+	stores
+	spanMetrics, serviceGraph bool
+}
+
+func (s nativeStores) NativeLatency(string) (bool, bool) { return s.spanMetrics, s.serviceGraph }
+
+// TestNodeGraphAndREDPickNative: with generate_native_histograms both, the
+// node graph's and the RED table's latencies come from the native series
+// (1 ms calls read as 1 ms), not from the classic buckets (a p90 "under
+// 100 ms" with the service graph's buckets); without the setting the
+// node graph's classic figures stand.
+func TestNodeGraphAndREDPickNative(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: time.Hour}, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	both := registry.HistogramOptions{Mode: registry.Both, Native: registry.DefaultNativeOptions()}
+	reg := registry.New(registry.DefaultConfig())
+	edgeLabels := []string{"client", "server", "connection_type"}
+	requests := reg.NewCounter(metricRequests, edgeLabels)
+	srv := reg.NewHistogramWith(metricServerSeconds, edgeLabels, []float64{0.1, 0.5, 1}, both)
+	cli := reg.NewHistogramWith(metricClientSeconds, edgeLabels, []float64{0.1, 0.5, 1}, both)
+	spanLabels := []string{"service", "span_name", "span_kind", "status_code"}
+	lat := reg.NewHistogramWith(metricLatency, spanLabels, []float64{0.1, 0.5, 1}, both, metricCalls)
+	edgeLV := registry.MakeLabelValues([]string{"frontend", "checkout", ""})
+	spanLV := registry.MakeLabelValues([]string{"checkout", "GET /", "SPAN_KIND_SERVER", "STATUS_CODE_UNSET"})
+	start := time.Now().Truncate(15 * time.Second)
+	var at time.Time
+	for i := range 21 {
+		at = start.Add(time.Duration(i) * 15 * time.Second)
+		for range 30 {
+			requests.Add(edgeLV, 1)
+			srv.Observe(edgeLV, 0.001, 1, nil, 0)
+			cli.Observe(edgeLV, 0.0012, 1, nil, 0)
+			lat.Observe(spanLV, 0.001, 1, nil, 0, 1)
+		}
+		app := st.Appender(context.Background())
+		if _, err := reg.Collect(app, at); err != nil {
+			t.Fatal(err)
+		}
+		if err := app.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, native := range []bool{false, true} {
+		q := NewQuerier(nativeStores{stores{tenant.Default: st}, native, native}, DefaultConfig(), logger, nil)
+		g, err := q.ServiceGraph(context.Background(), tenant.Default, GraphOptions{Start: at.Add(-5 * time.Minute), End: at})
+		if err != nil || len(g.Edges) != 1 {
+			t.Fatalf("native %v: graph %+v, %v", native, g, err)
+		}
+		e := g.Edges[0]
+		var node Node
+		for _, n := range g.Nodes {
+			if n.ID == "checkout" {
+				node = n
+			}
+		}
+		rows, err := q.REDTable(context.Background(), tenant.Default, REDOptions{Start: at.Add(-5 * time.Minute), End: at})
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("native %v: RED %+v, %v", native, rows, err)
+		}
+		// Native: within the 9 % bucket of 1 ms. Classic: the first
+		// bound, 100 ms, marked "under".
+		inBucket := func(ms float64) bool { return ms > 0.95 && ms < 1.1 }
+		if native {
+			if !inBucket(e.P90Ms) || e.P90Under || !inBucket(node.P90Ms) || node.P90Under || !inBucket(rows[0].P90Ms) || !near(e.AvgMs, 1) {
+				t.Errorf("native: edge avg %v p90 %v (under %v), node p90 %v (under %v), RED p90 %v; want about 1 ms",
+					e.AvgMs, e.P90Ms, e.P90Under, node.P90Ms, node.P90Under, rows[0].P90Ms)
+			}
+			continue
+		}
+		// The node graph reads the native series only when told they are
+		// written; the RED table's PromQL prefers them wherever they are.
+		if e.P90Ms != 100 || !e.P90Under || node.P90Ms != 100 || !inBucket(rows[0].P90Ms) {
+			t.Errorf("classic: edge p90 %v (under %v), node p90 %v, RED p90 %v; want the classic graph and a native RED p90", e.P90Ms, e.P90Under, node.P90Ms, rows[0].P90Ms)
+		}
+	}
+}

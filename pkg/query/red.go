@@ -87,12 +87,21 @@ func (q *Querier) REDTable(ctx context.Context, tenant string, o REDOptions) (_ 
 		fmt.Sprintf("sum by (%s) (rate(%s[%s]))", by, calls, w),
 		fmt.Sprintf("sum by (%s) (rate(%s[%s]))", by, errs, w),
 	}
+	// A group's native histogram, when the span metrics write one, else
+	// its classic buckets: PromQL refuses to mix the two in one group.
+	native := selector(metricLatency, o.Matchers, extra...)
 	for _, quantile := range redQuantiles {
-		exprs = append(exprs, fmt.Sprintf("histogram_quantile(%s, sum by (%s, le) (rate(%s[%s])))", strconv.FormatFloat(quantile, 'f', -1, 64), by, buckets, w))
+		qs := strconv.FormatFloat(quantile, 'f', -1, 64)
+		exprs = append(exprs, fmt.Sprintf("histogram_quantile(%s, sum by (%s) (rate(%s[%s]))) or histogram_quantile(%s, sum by (%s, le) (rate(%s[%s])))",
+			qs, by, native, w, qs, by, buckets, w))
 	}
 	var values []map[redKey]float64
 	maxt := o.End.UnixMilli()
-	if r := q.rollingReader(tenant, maxt-windowLength(o.Start, o.End).Milliseconds(), maxt); r != nil {
+	var r *rollingSource
+	if nativeSM, _ := q.native(tenant); !nativeSM { // the rolling window holds classic series only
+		r = q.rollingReader(tenant, maxt-windowLength(o.Start, o.End).Milliseconds(), maxt)
+	}
+	if r != nil {
 		values, err = q.redRolling(ctx, r, o.GroupBy == "span_name", calls, errs, buckets)
 		r.close()
 	} else {

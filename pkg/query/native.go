@@ -49,7 +49,7 @@ func (q *Querier) nativeGraph(ctx context.Context, tenant string, o GraphOptions
 		server := metric == metricServerSeconds
 		keep := func(srv string) bool { return !server || len(instrumented) == 0 || instrumented[srv] }
 		for expr, into := range map[string]map[edgeKey]float64{
-			fmt.Sprintf("histogram_avg(sum by (%s) (rate(%s[%s])))", byEdge, sel, w):             f.avgMs,
+			fmt.Sprintf("histogram_avg(sum by (%s) (rate(%s[%s])))", byEdge, sel, w):           f.avgMs,
 			fmt.Sprintf("histogram_quantile(0.9, sum by (%s) (rate(%s[%s])))", byEdge, sel, w): f.p90Ms,
 		} {
 			v, err := q.vector(ctx, tenant, expr, end)

@@ -441,7 +441,7 @@ func testReload(t *testing.T, bin string) {
 	metric := func(name string) string {
 		t.Helper()
 		_, m := apiGet(t, srv.http, "/metrics", nil, nil)
-		return regexp.MustCompile(`(?m)^`+name+` (\S+)$`).FindStringSubmatch(m + "\n")[1]
+		return regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindStringSubmatch(m + "\n")[1]
 	}
 
 	write("limits:\n  max_spans_per_request: 2\n")

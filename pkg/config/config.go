@@ -74,6 +74,9 @@ type Config struct {
 	Auth auth.Config `yaml:"auth"`
 	// Limits are per-tenant ingestion limits; 0 = unlimited.
 	Limits limits.Config `yaml:"limits"`
+	// Overrides are per-tenant settings over the processors' (Tempo's
+	// per-tenant overrides).
+	Overrides Overrides `yaml:"overrides"`
 	// Query bounds every query: PromQL, node graph, RED table, metadata.
 	Query query.Config `yaml:"query"`
 	// HTTPTLS is the TLS of the query API (http); OTLP's is receiver.tls.
@@ -184,6 +187,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.ServiceGraph.Validate("servicegraph"); err != nil {
+		return err
+	}
+	if err := c.validateOverrides(); err != nil {
 		return err
 	}
 	if err := c.Auth.Validate("auth"); err != nil {

@@ -277,7 +277,13 @@ func yamlKeys(t reflect.Type, prefix string, exists map[string]bool, leaves *[]s
 		}
 		section := f.Type.Kind() == reflect.Struct && !reflect.PointerTo(f.Type).Implements(yamlUnmarshaler)
 		if opts == "inline" {
-			yamlKeys(f.Type, prefix, exists, leaves)
+			if f.Type.Kind() == reflect.Struct {
+				yamlKeys(f.Type, prefix, exists, leaves)
+			} else {
+				// An inline map: keys of the user's (tenant ids), the
+				// section is documented as a whole.
+				*leaves = append(*leaves, strings.TrimSuffix(prefix, "."))
+			}
 			continue
 		}
 		if name == "" {

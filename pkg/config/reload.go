@@ -11,7 +11,7 @@ import (
 // the processors, the registry's limits, the ingestion limits, the
 // credentials and the remote-write endpoints. Everything else is bound to
 // a listener, a store or a budget made at start.
-var Reloadable = []string{"registry", "spanmetrics", "servicegraph", "remote_write", "auth", "limits"}
+var Reloadable = []string{"registry", "spanmetrics", "servicegraph", "overrides", "remote_write", "auth", "limits"}
 
 // CheckReload reports, naming the key, the first setting next changes
 // that only a restart can apply; nil when next can be reloaded over c.

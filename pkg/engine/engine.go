@@ -434,7 +434,8 @@ type pipeline struct {
 	sg  *servicegraph.Processor
 }
 
-// newPipeline builds a tenant's registry and processors from cfg.
+// newPipeline builds a tenant's registry and processors from cfg and the
+// tenant's overrides.
 func (e *Engine) newPipeline(cfg *config.Config, tenant string, st *store.Store) (*pipeline, error) {
 	p := &pipeline{reg: registry.New(cfg.Registry)}
 	p.reg.UsePool(e.seriesPool)
@@ -442,14 +443,15 @@ func (e *Engine) newPipeline(cfg *config.Config, tenant string, st *store.Store)
 	// leading zero after its last stored sample, so that the reset shows.
 	p.reg.SetZeroFloor(st.NewestSample())
 	var err error
-	if cfg.SpanMetrics.Enabled {
-		if p.sm, err = spanmetrics.New(cfg.SpanMetrics, p.reg); err != nil {
+	smCfg, sgCfg := cfg.Processors(tenant)
+	if smCfg.Enabled {
+		if p.sm, err = spanmetrics.New(smCfg, p.reg); err != nil {
 			p.reg.Close()
 			return nil, err
 		}
 	}
-	if cfg.ServiceGraph.Enabled {
-		if p.sg, err = servicegraph.New(cfg.ServiceGraph, p.reg, servicegraph.Options{Tenant: tenant, Pool: e.edgePool}); err != nil {
+	if sgCfg.Enabled {
+		if p.sg, err = servicegraph.New(sgCfg, p.reg, servicegraph.Options{Tenant: tenant, Pool: e.edgePool}); err != nil {
 			p.reg.Close()
 			return nil, err
 		}

@@ -112,7 +112,8 @@ func (e *Engine) reload(next config.Config) error {
 	e.live.Store(&next)
 	pipelineChanged := !reflect.DeepEqual(cur.Registry, next.Registry) ||
 		!reflect.DeepEqual(cur.SpanMetrics, next.SpanMetrics) ||
-		!reflect.DeepEqual(cur.ServiceGraph, next.ServiceGraph)
+		!reflect.DeepEqual(cur.ServiceGraph, next.ServiceGraph) ||
+		!reflect.DeepEqual(cur.Overrides, next.Overrides)
 	rwChanged := !reflect.DeepEqual(cur.RemoteWrite, next.RemoteWrite)
 	if !pipelineChanged && !rwChanged {
 		return nil

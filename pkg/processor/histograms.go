@@ -58,3 +58,30 @@ func (h *Histograms) Options() registry.HistogramOptions {
 		MinResetDuration: h.NativeHistogramMinResetDuration,
 	}}
 }
+
+// HistogramOverrides are a tenant's own histogram settings over a
+// processor's, as Tempo's per-tenant overrides; an unset field keeps the
+// processor's.
+type HistogramOverrides struct {
+	GenerateNativeHistograms        *string        `yaml:"generate_native_histograms"`
+	NativeHistogramBucketFactor     *float64       `yaml:"native_histogram_bucket_factor"`
+	NativeHistogramMaxBucketNumber  *uint32        `yaml:"native_histogram_max_bucket_number"`
+	NativeHistogramMinResetDuration *time.Duration `yaml:"native_histogram_min_reset_duration"`
+}
+
+// Apply returns h with the overrides set in o.
+func (o HistogramOverrides) Apply(h Histograms) Histograms {
+	if o.GenerateNativeHistograms != nil {
+		h.GenerateNativeHistograms = *o.GenerateNativeHistograms
+	}
+	if o.NativeHistogramBucketFactor != nil {
+		h.NativeHistogramBucketFactor = *o.NativeHistogramBucketFactor
+	}
+	if o.NativeHistogramMaxBucketNumber != nil {
+		h.NativeHistogramMaxBucketNumber = *o.NativeHistogramMaxBucketNumber
+	}
+	if o.NativeHistogramMinResetDuration != nil {
+		h.NativeHistogramMinResetDuration = *o.NativeHistogramMinResetDuration
+	}
+	return h
+}

@@ -133,7 +133,7 @@ func TestNativeHistogramsNeedTheSetting(t *testing.T) {
 	w := startWriter(t, parseConfig(t, promConfig(p)), "acme", e)
 	waitLive(t, w, 5*time.Second)
 	e.collectFor(t, 500*time.Millisecond, 100*time.Millisecond)
-	assertAll(t, p, e, 10*time.Second)
+	assertAll(t, p, e, 30*time.Second) // generous: -race on a loaded machine
 	if got := p.histogramCounts(`spangraph_test_seconds`); len(got) != 0 {
 		t.Errorf("native histograms sent without send_native_histograms: %v", got)
 	}

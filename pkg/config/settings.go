@@ -76,7 +76,7 @@ var settings = []setting{
 		field: func(c *Config) any { return &c.Retention }},
 	{yaml: "rolling_window", flag: "rolling-window", env: "rolling_window",
 		usage: "how far back node graphs and RED tables are answered from memory; 0 disables",
-		doc:   "how far back the samples the node graph and RED table read are also kept in memory (every sample of every collection: ~33 KB charged per edge for 1h at 15s, see BENCHMARKS.md; *budget*: rolling share), so that their windows inside it, live panels included, are answered without the TSDB; 0 disables; ≥ `collection_interval`, ≤ `retention`",
+		doc:   "how far back the samples the node graph and RED table read are also kept in memory (every sample of every collection, packed: for 1h at 15s ~13 KB charged per edge of 13 series, ~24 KB per RED row by span name of 32 series, see BENCHMARKS.md; *budget*: rolling share), so that their windows inside it, live panels included, are answered without the TSDB; filled from the store in the background when a tenant opens (reads go to the store until then); 0 disables; ≥ `collection_interval`, ≤ `retention`",
 		field: func(c *Config) any { return &c.RollingWindow }},
 	{yaml: "max_exemplars", flag: "max-exemplars", env: "max_exemplars",
 		usage: "exemplars kept per tenant; 0 disables",

@@ -359,6 +359,7 @@ func (e *Engine) closeStores(insts []*Instance) {
 	}
 	wg.Wait()
 	for _, inst := range insts {
+		inst.Rolling.Close() // first: it may be reading the store
 		if err := inst.Store.Close(); err != nil {
 			e.logger.Error("closing store", "tenant", inst.Tenant, "err", err)
 		}
@@ -407,7 +408,6 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 	}
 	cfg := e.liveConfig()
 	inst := &Instance{Tenant: tenant, Store: st}
-	e.openRolling(inst)
 	p, err := e.newPipeline(cfg, tenant, st)
 	if err != nil {
 		_ = st.Close()
@@ -424,6 +424,8 @@ func (e *Engine) newInstance(tenant string) (*Instance, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	// Last: it reads the store in the background until the tenant closes.
+	e.openRolling(inst)
 	return inst, nil
 }
 

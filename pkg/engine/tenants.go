@@ -406,11 +406,11 @@ func (e *Engine) closeIdle(inst *Instance) bool {
 	if inst.RemoteWrite != nil {
 		inst.RemoteWrite.Stop()
 	}
+	inst.Rolling.Close() // first: it may be reading the store
 	if err := inst.Store.Close(); err != nil {
 		e.logger.Error("closing the store of an idle tenant", "tenant", inst.Tenant, "err", err)
 	}
 	inst.Registry.Close()
-	inst.Rolling.Close()
 	if inst.ServiceGraph != nil {
 		inst.ServiceGraph.Close()
 		if e.promReg != nil {

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/spangraph/spangraph/pkg/budget"
 
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/rolling"
@@ -49,9 +53,10 @@ func (c countingQueryable) Querier(mint, maxt int64) (storage.Querier, error) {
 // graph and the RED table read from the window to those read from the
 // TSDB, over windows inside the horizon: with counter resets (a restart
 // half an hour before the end, after which the window is rebuilt from the
-// TSDB), series that go stale, series that appear and vanish inside the
-// window, and overflow series. A window older than the horizon must go to
-// the TSDB, and one inside it must not.
+// TSDB in the background while collections go on), series that go stale,
+// series that appear and vanish inside the window, and overflow series.
+// A window older than the horizon must go to the TSDB, and one inside it
+// must not.
 func TestRollingMatchesTSDB(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: 24 * time.Hour}, logger, nil)
@@ -72,6 +77,13 @@ func TestRollingMatchesTSDB(t *testing.T) {
 		latency          *registry.Histogram
 		rolling          *rolling.Store
 	}
+	// The rebuild after the restart reads the TSDB once three collections
+	// have waited in its backlog: the first two it reads too (up to
+	// rebuildAt), the third it does not.
+	gate := make(chan struct{})
+	rebuilt := make(chan error, 1)
+	const backlog = 3
+	rebuildAt := restart.Add((backlog - 1) * interval)
 	open := func(now time.Time) metrics {
 		reg := registry.New(registry.Config{StaleDuration: 2 * time.Minute, MaxActiveSeries: 60})
 		reg.SetZeroFloor(st.NewestSample())
@@ -86,9 +98,13 @@ func TestRollingMatchesTSDB(t *testing.T) {
 			latency:  reg.NewHistogram(metricLatency, []string{"service", "span_name", "span_kind", "status_code"}, bounds, metricCalls),
 			rolling:  rolling.New(horizon.Milliseconds(), nil),
 		}
-		if err := m.rolling.Rebuild(context.Background(), st, now.UnixMilli()); err != nil {
-			t.Fatal(err)
+		if now.Equal(start) {
+			if err := m.rolling.Rebuild(context.Background(), st, now.UnixMilli()); err != nil {
+				t.Fatal(err)
+			}
+			return m
 		}
+		m.rolling.RebuildInBackground(gatedQueryable{st, gate}, rebuildAt.UnixMilli(), func(err error) { rebuilt <- err })
 		return m
 	}
 	m := open(start)
@@ -112,10 +128,20 @@ func TestRollingMatchesTSDB(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		edges = append(edges, edge{fmt.Sprintf("crowd-%d", i), "svc-1", "", end.Add(-70 * time.Minute), end.Add(time.Minute)})
 	}
-	restarted := false
+	restarted, waited := false, 0
 	for now := start; !now.After(end); now = now.Add(interval) {
 		if !restarted && !now.Before(restart) {
 			m, restarted = open(now), true
+		}
+		if restarted && waited < backlog {
+			if r, ok := m.rolling.Read(now.Add(-time.Minute).UnixMilli(), now.UnixMilli()); ok {
+				r.Close()
+				t.Fatal("a window is read from memory before the rebuild")
+			}
+			if waited++; waited == backlog {
+				// The rebuild runs on beside the collections.
+				close(gate)
+			}
 		}
 		for _, e := range edges {
 			if now.Before(e.from) || !now.Before(e.to) {
@@ -146,16 +172,19 @@ func TestRollingMatchesTSDB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := <-rebuilt; err != nil {
+		t.Fatal(err)
+	}
 	if m.reg.Overflowed() == 0 {
 		t.Fatal("no update overflowed: the test misses overflow series")
 	}
 
-	rebuilt := rolling.New(horizon.Milliseconds(), nil)
-	if err := rebuilt.Rebuild(context.Background(), st, end.UnixMilli()); err != nil {
+	fromTSDB := rolling.New(horizon.Milliseconds(), nil)
+	if err := fromTSDB.Rebuild(context.Background(), st, end.UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
 	tsdb := NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil)
-	for name, rs := range map[string]*rolling.Store{"live": m.rolling, "rebuilt": rebuilt} {
+	for name, rs := range map[string]*rolling.Store{"live": m.rolling, "rebuilt": fromTSDB} {
 		var opened atomic.Int64
 		fromMemory := NewQuerier(rollingStores{st, rs, &opened}, DefaultConfig(), logger, nil)
 		for _, w := range []struct{ from, to time.Duration }{
@@ -241,4 +270,41 @@ func closeEnough(a, b reflect.Value) bool {
 		return true
 	}
 	return a.Interface() == b.Interface()
+}
+
+// TestRollingCloseStopsRebuild: closing a store whose rebuild has not
+// begun reading ends the rebuild and gives all its memory back, so that
+// the TSDB can be closed next.
+func TestRollingCloseStopsRebuild(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: 24 * time.Hour}, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pool := budget.NewPool("memory_limit", 1<<20)
+	rs := rolling.New(time.Hour.Milliseconds(), pool)
+	gate := make(chan struct{})
+	done := make(chan error, 1)
+	rs.RebuildInBackground(gatedQueryable{st, gate}, end.UnixMilli(), func(err error) { done <- err })
+	app := rs.Appender(st.Appender(context.Background()), end.UnixMilli())
+	if _, err := app.Append(0, labels.FromStrings("__name__", metricRequests, "client", "a", "server", "b"), end.UnixMilli(), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if pool.InUse() == 0 {
+		t.Fatal("the backlog is not charged to the pool")
+	}
+	closed := make(chan struct{})
+	go func() { rs.Close(); close(closed) }()
+	close(gate)
+	<-closed
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("rebuild ended with %v, want context.Canceled", err)
+	}
+	if pool.InUse() != 0 {
+		t.Errorf("%d bytes still taken after Close", pool.InUse())
+	}
 }

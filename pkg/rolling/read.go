@@ -42,15 +42,18 @@ func (r *Reader) Close() { r.st.mu.RUnlock() }
 // equality matcher, as every read of the node graph and the RED table
 // does.
 func (r *Reader) Each(ms []*labels.Matcher, f func(l labels.Labels, sp Span)) {
+	// The index answers the name and le equalities; only the other
+	// matchers are run against each series' labels.
 	var name, le string
+	var rest []*labels.Matcher
 	for _, m := range ms {
-		if m.Type == labels.MatchEqual {
-			switch m.Name {
-			case labels.MetricName:
-				name = m.Value
-			case "le":
-				le = m.Value
-			}
+		switch {
+		case m.Type == labels.MatchEqual && m.Name == labels.MetricName:
+			name = m.Value
+		case m.Type == labels.MatchEqual && m.Name == "le" && m.Value != "":
+			le = m.Value
+		default:
+			rest = append(rest, m)
 		}
 	}
 	ix := r.st.byName[name]
@@ -62,7 +65,7 @@ func (r *Reader) Each(ms []*labels.Matcher, f func(l labels.Labels, sp Span)) {
 		list = ix.byLE[le]
 	}
 	for _, s := range list {
-		if !matches(s.labels, ms) {
+		if len(rest) > 0 && !matches(s.labels, rest) {
 			continue
 		}
 		if sp, ok := s.span(r.mint, r.maxt, r.ga, r.gb, r.st.grid, r.st.lo); ok {

@@ -10,15 +10,17 @@
 // and fast is the shape of the data: all series of a collection share its
 // timestamp, so timestamps are kept once per tenant (the grid) and a series
 // keeps one presence bit per grid point and its values; the values are
-// stored reset-corrected (monotonic, so mostly small integer offsets from a
-// base), so that a window's increase is two lookups, not a walk.
+// stored reset-corrected (monotonic, so mostly small integer rises from
+// one to the next), so that a window's increase is its two ends.
 //
 // Data flows one way: the collection writes through Appender (a tee in
-// front of the TSDB's appender), Rebuild refills it from the TSDB when a
-// tenant opens, and readers only read.
+// front of the TSDB's appender), Rebuild fills it from the TSDB when a
+// tenant opens (in the background: collections meanwhile wait in a
+// backlog, and reads go to the TSDB), and readers only read.
 package rolling
 
 import (
+	"encoding/binary"
 	"math"
 	"math/bits"
 	"sort"
@@ -49,14 +51,16 @@ var Metrics = []string{
 const segLen = 64
 
 // Bytes charged to the pool. segmentBytes is a segment's fixed part
-// (presence, base, width, slice header); an open segment is charged as if
-// full of raw values, a sealed one for its encoded values; seriesBytes is
-// a series' own struct, its label set's share and its index entries.
+// (presence, first and last value, width, slice header), to which the
+// capacity of its packed values is added as it grows, growStep values at
+// a time; seriesBytes is a series' own struct, its label set's share and
+// its index entries.
 const (
-	segmentBytes  = 48
-	openBytes     = segLen * 8
+	segmentBytes  = 56
+	growStep      = 16
 	seriesBytes   = 256
 	offGridBytes  = 24
+	backlogBytes  = 32 // a sample waiting for Rebuild
 	resetBytes    = 16
 	maxGridPoints = 1 << 40
 )
@@ -79,6 +83,22 @@ type Store struct {
 	byName  map[string]*nameIndex
 	held    int64 // bytes taken from pool
 	refused int64 // samples the pool had no room for
+	// lost is the newest refused sample's time.
+	lost int64
+	// filled says Rebuild has run; until then collections wait in
+	// backlog (charged to the pool), in commit order.
+	filled  bool
+	backlog []collection
+	// stop cancels a background Rebuild, and done is closed when it ends.
+	stop func()
+	done chan struct{}
+}
+
+// collection is the kept samples of one commit, at the collection time
+// ts.
+type collection struct {
+	ts      int64
+	samples []pendingSample
 }
 
 type nameIndex struct {
@@ -87,8 +107,9 @@ type nameIndex struct {
 }
 
 // New returns an empty store keeping horizon (ms) of samples, charging
-// its memory to pool (nil: no bound). It holds nothing until from: call
-// Rebuild, or SetFrom for a tenant without history.
+// its memory to pool (nil: no bound). It answers no window until Rebuild
+// (or RebuildInBackground) has filled it, from an empty TSDB for a new
+// tenant.
 func New(horizon int64, pool *budget.Pool) *Store {
 	keep := map[string]bool{}
 	for _, m := range Metrics {
@@ -99,22 +120,31 @@ func New(horizon int64, pool *budget.Pool) *Store {
 		pool:    pool,
 		keep:    keep,
 		from:    math.MaxInt64,
+		lost:    math.MinInt64,
 		byHash:  map[uint64][]*series{},
 		byName:  map[string]*nameIndex{},
 	}
 }
 
-// Close returns the store's memory to its pool; the store must not be
-// used afterwards. A nil store is closed already.
+// Close stops a background Rebuild and waits for it, so that the TSDB it
+// reads can be closed next, and returns the store's memory to its pool;
+// the store must not be used afterwards. A nil store is closed already.
 func (st *Store) Close() {
 	if st == nil {
 		return
 	}
 	st.mu.Lock()
+	stop, done := st.stop, st.done
+	st.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.pool.Give(st.held)
 	st.held = 0
-	st.byHash, st.byName, st.grid = nil, nil, nil
+	st.byHash, st.byName, st.grid, st.backlog = nil, nil, nil, nil
 }
 
 // HeldBytes returns the bytes charged to the pool.
@@ -152,8 +182,6 @@ type series struct {
 	// segs[i] covers grid points (firstSeg+i)*segLen onwards.
 	firstSeg int64
 	segs     []segment
-	// open holds the values of the last segment until it is sealed.
-	open []float64
 	// off holds the samples not on the grid (leading zeros), in time
 	// order.
 	off []offSample
@@ -178,21 +206,142 @@ type reset struct {
 }
 
 // segment holds the present grid points of segLen and their corrected
-// values: base plus an unsigned offset of width bytes each, or raw
-// float64 bits when width is 8.
+// values, packed as they arrive: the first value, then the rise from
+// each value to the next as an unsigned integer of width bytes (0 when
+// all are equal), or, when a rise is not such an integer, every value as
+// raw float64 bits (width 8). Counters of spans rise by whole numbers,
+// mostly under 256 a collection, so a sample takes a byte or two. The
+// newest value is kept too, so that a window ending after the segment
+// reads it without summing.
 type segment struct {
-	present uint64
-	base    float64
-	width   uint8
-	sealed  bool
-	data    []byte
+	present     uint64
+	first, last float64
+	width       uint8
+	data        []byte
 }
 
-func (sg *segment) cost() int64 {
-	if !sg.sealed {
-		return segmentBytes + openBytes
+func (sg *segment) cost() int64 { return segmentBytes + int64(cap(sg.data)) }
+
+// n is the number of values held.
+func (sg *segment) n() int { return bits.OnesCount64(sg.present) }
+
+// rise returns the k-th rise (between values k and k+1) of a packed
+// segment.
+func (sg *segment) rise(k int) uint64 {
+	w := int(sg.width)
+	var x uint64
+	for b := 0; b < w; b++ {
+		x |= uint64(sg.data[k*w+b]) << (8 * b)
 	}
-	return segmentBytes + int64(cap(sg.data))
+	return x
+}
+
+// value returns the value of rank r.
+func (sg *segment) value(r int) float64 {
+	switch {
+	case sg.width == 8:
+		return math.Float64frombits(binary.LittleEndian.Uint64(sg.data[8*r:]))
+	case r == 0:
+		return sg.first
+	case r == sg.n()-1:
+		return sg.last
+	case sg.width == 0:
+		return sg.first
+	}
+	// The rises are whole numbers under 2^32 and each partial sum was
+	// checked exact when it was packed, so their integer sum added once
+	// gives the same float64.
+	var sum uint64
+	for k := 0; k < r; k++ {
+		sum += sg.rise(k)
+	}
+	return sg.first + float64(sum)
+}
+
+// widthFor returns the bytes a rise from prev to c takes packed, or 8
+// when it is not a whole number under 2^32 that adds back exactly.
+func widthFor(prev, c float64) uint8 {
+	d := c - prev
+	switch {
+	case d < 0 || d >= 1<<32 || d != math.Trunc(d) || prev+d != c:
+		return 8
+	case d == 0:
+		return 0
+	case d < 1<<8:
+		return 1
+	case d < 1<<16:
+		return 2
+	}
+	return 4
+}
+
+// packed returns the segment's data with value c appended, at width w
+// (at least the segment's), in a slice of capacity grown by growStep
+// values when full; the caller charges any capacity added.
+func (sg *segment) packed(c float64, w uint8) []byte {
+	n := sg.n()
+	data := sg.data
+	if w != sg.width {
+		// Repack what is held at the new width.
+		vals := make([]float64, n)
+		for r := range vals {
+			vals[r] = sg.value(r)
+		}
+		held := (n - 1) * int(w)
+		if w == 8 {
+			held = n * 8
+		}
+		data = make([]byte, 0, grown(0, held, w))
+		if w == 8 {
+			for _, v := range vals {
+				data = binary.LittleEndian.AppendUint64(data, math.Float64bits(v))
+			}
+		} else {
+			for r := 1; r < n; r++ {
+				data = appendRise(data, uint64(vals[r]-vals[r-1]), w)
+			}
+		}
+	}
+	var need int
+	switch {
+	case w == 8:
+		need = 8
+	case n > 0:
+		need = int(w)
+	}
+	if len(data)+need > cap(data) {
+		grownData := make([]byte, len(data), grown(cap(data), len(data)+need, w))
+		copy(grownData, data)
+		data = grownData
+	}
+	switch {
+	case w == 8:
+		data = binary.LittleEndian.AppendUint64(data, math.Float64bits(c))
+	case n > 0:
+		data = appendRise(data, uint64(c-sg.last), w)
+	}
+	return data
+}
+
+// grown returns a capacity of at least need bytes, from have, in steps
+// of growStep values of width w, never past a full segment.
+func grown(have, need int, w uint8) int {
+	if w == 0 {
+		return 0
+	}
+	step := growStep * int(w)
+	c := max(have, step)
+	for c < need {
+		c += step
+	}
+	return min(c, segLen*int(w))
+}
+
+func appendRise(data []byte, x uint64, w uint8) []byte {
+	for b := 0; b < int(w); b++ {
+		data = append(data, byte(x>>(8*b)))
+	}
+	return data
 }
 
 // correction is r at t: what a value at t was raised by.
@@ -204,146 +353,114 @@ func (s *series) correction(t int64) float64 {
 	return s.resets[i-1].r
 }
 
-// corrected returns v raised past earlier resets, recording a reset when
-// v is below the newest sample, as rate() reads one.
-func (st *Store) corrected(s *series, t int64, v float64) (float64, bool) {
-	r := 0.0
+// corrected returns v raised by r, the correction past earlier resets,
+// and whether v is itself a reset (below the newest sample, as rate()
+// reads one), which adds the newest value to r from then on.
+func (s *series) corrected(v float64) (c, r float64, isReset bool) {
 	if n := len(s.resets); n > 0 {
 		r = s.resets[n-1].r
 	}
 	if s.has && v < s.lastV {
-		if !st.take(resetBytes) {
-			return 0, false
-		}
 		r += s.lastV
+		isReset = true
+	}
+	return v + r, r, isReset
+}
+
+// keep notes (t, v) as the newest sample, and r from t on when it is a
+// reset.
+func (s *series) keep(t int64, v, r float64, isReset bool) {
+	if isReset {
 		s.resets = append(s.resets, reset{t, r})
 	}
-	return v + r, true
+	s.lastT, s.lastV, s.has = t, v, true
 }
 
-// addGrid adds the sample (t, v) at grid point g.
+// addGrid adds the sample (t, v) at grid point g; nothing changes when
+// the pool has no room for it.
 func (st *Store) addGrid(s *series, g, t int64, v float64) bool {
+	c, r, isReset := s.corrected(v)
 	j := g / segLen
+	last := s.firstSeg + int64(len(s.segs)) - 1
+	fresh := len(s.segs) == 0 || j > last
+	need := int64(0)
+	if fresh {
+		// New segments: any between stay empty.
+		need = segmentBytes
+		if len(s.segs) > 0 {
+			need += (j - last - 1) * segmentBytes
+		}
+	}
+	if isReset {
+		need += resetBytes
+	}
+	var sg segment
+	if !fresh {
+		sg = s.segs[len(s.segs)-1]
+	}
+	w := sg.width
+	if sg.present != 0 && w != 8 {
+		w = max(w, widthFor(sg.last, c))
+	}
+	data := sg.packed(c, w)
+	need += int64(cap(data) - cap(sg.data))
+	if !st.take(need) {
+		return false
+	}
 	if len(s.segs) == 0 {
 		s.firstSeg = j
-	}
-	last := s.firstSeg + int64(len(s.segs)) - 1
-	if j > last {
-		// New segments: the open one is sealed, any between stay empty.
-		need := (j - last) * segmentBytes
-		need += openBytes
-		if !st.take(need) {
-			return false
-		}
-		if len(s.segs) > 0 {
-			st.seal(s)
-		}
+	} else if j > last {
+		st.shrink(&s.segs[len(s.segs)-1])
 		for k := last + 1; k < j; k++ {
-			s.segs = append(s.segs, segment{sealed: true})
+			s.segs = append(s.segs, segment{})
 		}
-		s.segs = append(s.segs, segment{})
-		s.open = s.open[:0]
 	}
-	c, ok := st.corrected(s, t, v)
-	if !ok {
-		return false
+	if sg.present == 0 {
+		sg.first = c
 	}
-	sg := &s.segs[len(s.segs)-1]
 	sg.present |= 1 << uint(g%segLen)
-	s.open = append(s.open, c)
-	s.lastT, s.lastV, s.has = t, v, true
+	sg.last, sg.width, sg.data = c, w, data
+	if fresh {
+		s.segs = append(s.segs, sg)
+	} else {
+		s.segs[len(s.segs)-1] = sg
+	}
+	s.keep(t, v, r, isReset)
 	return true
 }
 
-// addOff adds the sample (t, v) off the grid.
-func (st *Store) addOff(s *series, t int64, v float64) bool {
-	if !st.take(offGridBytes) {
-		return false
-	}
-	c, ok := st.corrected(s, t, v)
-	if !ok {
-		st.give(offGridBytes)
-		return false
-	}
-	s.off = append(s.off, offSample{t, v, c})
-	s.lastT, s.lastV, s.has = t, v, true
-	return true
-}
-
-// seal encodes the open segment: offsets from its first value in the
-// fewest bytes that hold them exactly, else raw values.
-func (st *Store) seal(s *series) {
-	sg := &s.segs[len(s.segs)-1]
-	vals := s.open
-	before := sg.cost()
-	sg.sealed = true
-	if len(vals) == 0 {
-		sg.data = nil
-		st.give(before - sg.cost())
+// shrink gives back the capacity a full segment no longer needs.
+func (st *Store) shrink(sg *segment) {
+	if len(sg.data) == cap(sg.data) {
 		return
 	}
-	base := vals[0]
-	var maxOff uint64
-	exact := true
-	for _, c := range vals {
-		d := c - base
-		if d < 0 || d >= 1<<32 || d != math.Trunc(d) || base+float64(uint64(d)) != c {
-			exact = false
-			break
-		}
-		maxOff = max(maxOff, uint64(d))
-	}
-	sg.base = base
-	switch {
-	case !exact:
-		sg.width = 8
-	case maxOff == 0:
-		sg.width = 0
-	case maxOff < 1<<8:
-		sg.width = 1
-	case maxOff < 1<<16:
-		sg.width = 2
-	default:
-		sg.width = 4
-	}
-	w := int(sg.width)
-	sg.data = make([]byte, w*len(vals))
-	for i, c := range vals {
-		var x uint64
-		if w == 8 {
-			x = math.Float64bits(c)
-		} else {
-			x = uint64(c - base)
-		}
-		for b := 0; b < w; b++ {
-			sg.data[i*w+b] = byte(x >> (8 * b))
-		}
+	before := sg.cost()
+	if len(sg.data) == 0 {
+		sg.data = nil
+	} else {
+		sg.data = append([]byte(nil), sg.data...)
 	}
 	st.give(before - sg.cost())
 }
 
-// value returns the corrected value at rank r of segment i.
-func (s *series) value(i, r int) float64 {
-	if i == len(s.segs)-1 && !s.segs[i].sealed {
-		return s.open[r]
+// addOff adds the sample (t, v) off the grid.
+func (st *Store) addOff(s *series, t int64, v float64) bool {
+	c, r, isReset := s.corrected(v)
+	need := int64(offGridBytes)
+	if isReset {
+		need += resetBytes
 	}
-	sg := &s.segs[i]
-	w := int(sg.width)
-	if w == 0 {
-		return sg.base
+	if !st.take(need) {
+		return false
 	}
-	var x uint64
-	for b := 0; b < w; b++ {
-		x |= uint64(sg.data[r*w+b]) << (8 * b)
-	}
-	if w == 8 {
-		return math.Float64frombits(x)
-	}
-	return sg.base + float64(x)
+	s.off = append(s.off, offSample{t, v, c})
+	s.keep(t, v, r, isReset)
+	return true
 }
 
 // gridRange returns the present grid points of s in [ga, gb]: the first
-// and last, and how many, with the corrected values of both ends.
+// and last, and how many, with the corrected values of both ends. It
+// counts presence words and decodes only the two ends.
 func (s *series) gridRange(ga, gb int64) (first, last int64, n int, cFirst, cLast float64) {
 	first, last = -1, -1
 	if len(s.segs) == 0 {
@@ -356,7 +473,7 @@ func (s *series) gridRange(ga, gb int64) (first, last int64, n int, cFirst, cLas
 		return
 	}
 	ia, ib := int((ga/segLen)-s.firstSeg), int((gb/segLen)-s.firstSeg)
-	for i := ia; i <= ib; i++ {
+	word := func(i int) uint64 {
 		w := s.segs[i].present
 		if i == ia {
 			w &^= (uint64(1) << uint(ga%segLen)) - 1
@@ -364,19 +481,28 @@ func (s *series) gridRange(ga, gb int64) (first, last int64, n int, cFirst, cLas
 		if i == ib && gb%segLen != segLen-1 {
 			w &= (uint64(1) << uint(gb%segLen+1)) - 1
 		}
-		if w == 0 {
-			continue
-		}
-		if first < 0 {
-			b := bits.TrailingZeros64(w)
-			first = (s.firstSeg+int64(i))*segLen + int64(b)
-			cFirst = s.value(i, bits.OnesCount64(s.segs[i].present&((uint64(1)<<uint(b))-1)))
-		}
-		b := 63 - bits.LeadingZeros64(w)
-		last = (s.firstSeg+int64(i))*segLen + int64(b)
-		cLast = s.value(i, bits.OnesCount64(s.segs[i].present&((uint64(1)<<uint(b))-1)))
-		n += bits.OnesCount64(w)
+		return w
 	}
+	fi, li := -1, -1
+	for i := ia; i <= ib; i++ {
+		if w := word(i); w != 0 {
+			if fi < 0 {
+				fi = i
+			}
+			li = i
+			n += bits.OnesCount64(w)
+		}
+	}
+	if n == 0 {
+		return
+	}
+	rank := func(i, b int) int { return bits.OnesCount64(s.segs[i].present & ((uint64(1) << uint(b)) - 1)) }
+	b := bits.TrailingZeros64(word(fi))
+	first = (s.firstSeg+int64(fi))*segLen + int64(b)
+	cFirst = s.segs[fi].value(rank(fi, b))
+	b = 63 - bits.LeadingZeros64(word(li))
+	last = (s.firstSeg+int64(li))*segLen + int64(b)
+	cLast = s.segs[li].value(rank(li, b))
 	return
 }
 
@@ -389,9 +515,6 @@ func (st *Store) trim(s *series) bool {
 		drop++
 	}
 	if drop > 0 {
-		if drop == len(s.segs) && !s.segs[drop-1].sealed {
-			s.open = nil
-		}
 		for i := 0; i < drop; i++ {
 			st.give(s.segs[i].cost())
 		}

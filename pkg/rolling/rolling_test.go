@@ -8,31 +8,69 @@ import (
 	"github.com/spangraph/spangraph/pkg/budget"
 )
 
-// TestSealKeepsValues holds every segment encoding (constant, 1, 2 and 4
-// byte offsets, raw floats) to the values it was given.
-func TestSealKeepsValues(t *testing.T) {
-	for name, step := range map[string]float64{"constant": 0, "byte": 3, "two bytes": 900, "four bytes": 1e6, "float": 0.123} {
+// TestPackKeepsValues holds every packing (equal values, rises of 1, 2
+// and 4 bytes, raw floats, and a segment widened as it fills) to the
+// values it was given, at every grid point and over every range, and
+// the bytes charged to what the segments hold.
+func TestPackKeepsValues(t *testing.T) {
+	for name, rise := range map[string]func(g int64) float64{
+		"equal":      func(int64) float64 { return 0 },
+		"byte":       func(g int64) float64 { return float64(g % 7) },
+		"two bytes":  func(int64) float64 { return 900 },
+		"four bytes": func(int64) float64 { return 1e6 },
+		"float":      func(int64) float64 { return 0.123 },
+		// Rises widen within a segment: bytes, then two bytes, then a
+		// float, then bytes again in the next segment.
+		"widening": func(g int64) float64 {
+			switch {
+			case g%segLen < 20:
+				return 3
+			case g%segLen < 40:
+				return 700
+			case g%segLen == 50:
+				return 0.5
+			}
+			return 1
+		},
+	} {
 		t.Run(name, func(t *testing.T) {
-			st := New(1<<40, nil)
+			pool := budget.NewPool("memory_limit", 1<<20)
+			st := New(1<<40, pool)
 			s := st.insert(labels.FromStrings("__name__", Metrics[0]))
-			var want []float64
-			for g := int64(0); g < 2*segLen; g += 2 { // every other grid point
-				v := 5 + step*float64(g)
+			st.take(seriesBytes)
+			want := map[int64]float64{}
+			v := 5.0
+			for g := int64(0); g < 3*segLen+10; g += 1 + g%3 { // some points absent
+				v += rise(g)
 				if !st.addGrid(s, g, g*1000, v) {
-					t.Fatal("refused without a pool")
+					t.Fatal("refused")
 				}
-				want = append(want, v)
+				want[g] = v
 			}
-			st.seal(s)
-			for i, w := range want {
-				g := int64(2 * i)
-				_, _, n, c, _ := s.gridRange(g, g)
-				if n != 1 || c != w {
-					t.Fatalf("grid point %d: %d samples, value %v, want %v", g, n, c, w)
+			for ga := int64(0); ga < 3*segLen+10; ga++ {
+				for gb := ga; gb < 3*segLen+10; gb += 7 {
+					var n int
+					first, last := int64(-1), int64(-1)
+					for g := ga; g <= gb; g++ {
+						if _, ok := want[g]; ok {
+							if first < 0 {
+								first = g
+							}
+							last, n = g, n+1
+						}
+					}
+					f, l, gotN, cf, cl := s.gridRange(ga, gb)
+					if f != first || l != last || gotN != n || (n > 0 && (cf != want[first] || cl != want[last])) {
+						t.Fatalf("[%d, %d]: first %d (%v) last %d (%v) n %d; want %d (%v) %d (%v) %d", ga, gb, f, cf, l, cl, gotN, first, want[first], last, want[last], n)
+					}
 				}
 			}
-			if first, last, n, cf, cl := s.gridRange(0, 2*segLen); first != 0 || last != 2*segLen-2 || n != segLen || cl-cf != want[len(want)-1]-want[0] {
-				t.Errorf("whole range: first %d last %d n %d increase %v", first, last, n, cl-cf)
+			held := int64(seriesBytes)
+			for i := range s.segs {
+				held += s.segs[i].cost()
+			}
+			if st.HeldBytes() != held || pool.InUse() != held {
+				t.Errorf("%d bytes charged (%d in the pool), the segments hold %d", st.HeldBytes(), pool.InUse(), held)
 			}
 		})
 	}
@@ -41,9 +79,9 @@ func TestSealKeepsValues(t *testing.T) {
 // TestRefusedWindowIsNotWhole: a sample the pool has no room for makes
 // every window reaching back to it read the TSDB instead.
 func TestRefusedWindowIsNotWhole(t *testing.T) {
-	pool := budget.NewPool("memory_limit", seriesBytes+segmentBytes+openBytes)
+	pool := budget.NewPool("memory_limit", seriesBytes+segmentBytes)
 	st := New(1<<40, pool)
-	st.from = 0
+	st.from, st.filled = 0, true
 	l := func(v string) labels.Labels { return labels.FromStrings("__name__", Metrics[0], "client", v) }
 	st.apply(1000, []pendingSample{{l("a"), 1000, 1}, {l("b"), 1000, 1}})
 	if st.Refused() != 1 {

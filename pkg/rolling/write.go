@@ -2,7 +2,6 @@ package rolling
 
 import (
 	"context"
-	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -55,17 +54,38 @@ func (a *tee) Rollback() error {
 	return a.Appender.Rollback()
 }
 
-// apply adds one collection's samples.
+// apply adds one collection's samples, or keeps them in the backlog
+// until Rebuild has run.
 func (st *Store) apply(ts int64, samples []pendingSample) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.byHash == nil || len(samples) == 0 {
 		return
 	}
+	if !st.filled {
+		if !st.take(int64(len(samples)) * backlogBytes) {
+			for _, p := range samples {
+				st.refuse(p.t)
+			}
+			return
+		}
+		st.backlog = append(st.backlog, collection{ts, samples})
+		return
+	}
+	st.applyLocked(ts, samples)
+}
+
+// applyLocked adds one collection's samples; st.mu is held. The
+// collection's time becomes a grid point, unless the grid has it
+// already (Rebuild read the collection from the TSDB) or a newer one.
+func (st *Store) applyLocked(ts int64, samples []pendingSample) {
 	g := int64(-1)
-	if n := len(st.grid); n == 0 || ts > st.grid[n-1] {
-		g = st.lo + int64(len(st.grid))
+	switch n := len(st.grid); {
+	case n == 0 || ts > st.grid[n-1]:
+		g = st.lo + int64(n)
 		st.grid = append(st.grid, ts)
+	case ts == st.grid[n-1]:
+		g = st.lo + int64(n-1)
 	}
 	for _, p := range samples {
 		st.add(p.l, g, ts, p.t, p.v)
@@ -73,7 +93,9 @@ func (st *Store) apply(ts int64, samples []pendingSample) {
 	st.advance(ts)
 }
 
-// add keeps one sample; g is the grid point of ts, or -1.
+// add keeps one sample; g is the grid point of ts, or -1. A sample no
+// newer than the series' newest is held already: Rebuild read it from
+// the TSDB before its collection, waiting in the backlog, came in.
 func (st *Store) add(l labels.Labels, g, ts, t int64, v float64) {
 	s := st.lookup(l)
 	if s == nil {
@@ -83,7 +105,7 @@ func (st *Store) add(l labels.Labels, g, ts, t int64, v float64) {
 		}
 		s = st.insert(l)
 	}
-	if isStale(v) {
+	if isStale(v) || (s.has && t <= s.lastT) {
 		// rate() skips staleness markers; the series has no point here.
 		return
 	}
@@ -103,8 +125,10 @@ func (st *Store) add(l labels.Labels, g, ts, t int64, v float64) {
 // to it are no longer whole.
 func (st *Store) refuse(t int64) {
 	st.refused++
-	// Before Rebuild (from is MaxInt64) nothing is whole anyway.
-	st.from = max(st.from, t)
+	st.lost = max(st.lost, t)
+	if st.filled {
+		st.from = max(st.from, t)
+	}
 }
 
 func (st *Store) lookup(l labels.Labels) *series {
@@ -186,14 +210,67 @@ func (st *Store) unhash(s *series) {
 	}
 }
 
+// RebuildInBackground runs Rebuild in a goroutine of its own and calls
+// done with its error, so that a tenant opens at once however much its
+// TSDB holds; Close stops it. Until it ends, reads go to the TSDB and
+// collections wait in the backlog.
+func (st *Store) RebuildInBackground(q storage.Queryable, now int64, done func(error)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	st.mu.Lock()
+	st.stop, st.done = cancel, make(chan struct{})
+	st.mu.Unlock()
+	go func() {
+		defer close(st.done)
+		done(st.Rebuild(ctx, q, now))
+	}()
+}
+
 // Rebuild fills an empty store with the kept series' samples in
 // (now-horizon, now] from q, the tenant's TSDB, so that a restarted or
-// reopened tenant answers from memory at once. A timestamp becomes a grid
-// point when some series has a sample there that does not begin its life
-// (a leading zero always does, a collection's samples mostly do not);
-// the others are kept beside the grid. Either way the figures are the
-// same; the grid only makes them smaller.
+// reopened tenant answers from memory at once, then adds the collections
+// committed meanwhile (the backlog), leaving out the samples the TSDB
+// gave already. It reads the TSDB without holding the store, so that
+// collections go on.
+//
+// A timestamp becomes a grid point when some series has a sample there
+// that does not begin its life (a leading zero always does, a
+// collection's samples mostly do not); the others are kept beside the
+// grid. Either way the figures are the same; the grid only makes them
+// smaller. When the TSDB cannot be read, the store holds the windows
+// after now only.
 func (st *Store) Rebuild(ctx context.Context, q storage.Queryable, now int64) error {
+	tmp := New(st.horizon, st.pool)
+	tmp.filled = true
+	err := tmp.read(ctx, q, now)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.byHash == nil {
+		// Closed meanwhile.
+		tmp.Close()
+		return ctx.Err()
+	}
+	from := now
+	if err == nil {
+		st.grid, st.lo, st.byHash, st.byName = tmp.grid, tmp.lo, tmp.byHash, tmp.byName
+		st.held += tmp.held
+		st.refused += tmp.refused
+		from = max(now-st.horizon, tmp.lost)
+	} else {
+		tmp.Close()
+	}
+	st.from = max(from, st.lost)
+	st.filled = true
+	st.advance(now)
+	for _, c := range st.backlog {
+		st.give(int64(len(c.samples)) * backlogBytes)
+		st.applyLocked(c.ts, c.samples)
+	}
+	st.backlog = nil
+	return err
+}
+
+// read fills a new store from q, as Rebuild does.
+func (st *Store) read(ctx context.Context, q storage.Queryable, now int64) error {
 	mint := now - st.horizon
 	querier, err := q.Querier(mint+1, now)
 	if err != nil {
@@ -204,7 +281,10 @@ func (st *Store) Rebuild(ctx context.Context, q storage.Queryable, now int64) er
 	each := func(f func(l labels.Labels, t int64, v float64, lifeStart bool)) error {
 		set := querier.Select(ctx, false, &storage.SelectHints{Start: mint + 1, End: now}, names)
 		var it chunkenc.Iterator
-		for set.Next() {
+		for n := 0; set.Next(); n++ {
+			if n%1024 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 			s := set.At()
 			it = s.Iterator(it)
 			start := true
@@ -233,15 +313,13 @@ func (st *Store) Rebuild(ctx context.Context, q storage.Queryable, now int64) er
 	}
 	slices.Sort(grid)
 	index := make(map[int64]int64, len(grid))
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.grid, st.lo = grid, 0
 	for i, t := range grid {
 		index[t] = int64(i)
 	}
 	var cur labels.Labels
 	var s *series
-	err = each(func(l labels.Labels, t int64, v float64, _ bool) {
+	return each(func(l labels.Labels, t int64, v float64, _ bool) {
 		if s == nil || !labels.Equal(cur, l) {
 			cur = l.Copy()
 			if s = st.lookup(cur); s == nil {
@@ -265,14 +343,6 @@ func (st *Store) Rebuild(ctx context.Context, q storage.Queryable, now int64) er
 			st.refuse(t)
 		}
 	})
-	if err != nil {
-		return err
-	}
-	if st.from == math.MaxInt64 || st.from < mint {
-		st.from = mint
-	}
-	st.advance(now)
-	return nil
 }
 
 // namesRegexp matches the kept metrics' names.

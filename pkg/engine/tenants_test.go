@@ -515,7 +515,10 @@ func TestQueriesRaceEviction(t *testing.T) {
 				select {
 				case <-stop:
 					return
-				case <-time.After(time.Millisecond):
+				// A pause between queries, so that the tenant is often idle
+				// when evictIdle looks, even when a query takes several ms
+				// (-race on a loaded machine).
+				case <-time.After(5 * time.Millisecond):
 				}
 				if got, err := calls(t, e, "t"); err != nil || got != 3 {
 					t.Errorf("query during evictions: %v, %v", got, err)
@@ -527,7 +530,7 @@ func TestQueriesRaceEviction(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		clk.advance(2 * time.Second)
 		e.evictIdle()
-		time.Sleep(time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 	close(stop)
 	wg.Wait()

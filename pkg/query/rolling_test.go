@@ -299,6 +299,10 @@ func TestRollingCloseStopsRebuild(t *testing.T) {
 	}
 	closed := make(chan struct{})
 	go func() { rs.Close(); close(closed) }()
+	// Close cancels the fill at once, then waits for it; the gate opens
+	// after that, else the fill may finish first (a race, seen under
+	// -race on a loaded machine).
+	time.Sleep(100 * time.Millisecond)
 	close(gate)
 	<-closed
 	if err := <-done; !errors.Is(err, context.Canceled) {

@@ -194,7 +194,7 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 	// first, so that the other series of an edge land in plain columns
 	// that the jobs, running concurrently, fill through one read-only
 	// index instead of each growing a map of its own.
-	tbl := &edgeTable{of: map[edgeKey]int{}}
+	tbl := &edgeTable{newKeyTable[edgeKey]()}
 	var requests []float64
 	if err := src.run(ctx, []windowJob{tbl.number(metricRequests, extra, &requests)}); err != nil {
 		return nil, err
@@ -300,23 +300,16 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 }
 
 // edgeTable numbers the edges of a window.
-type edgeTable struct {
-	keys []edgeKey
-	of   map[edgeKey]int
-}
+type edgeTable struct{ keyTable[edgeKey] }
 
 // number sums the rates of metric per edge into *into, numbering each
 // edge it meets; it must run alone, before the columns are filled.
 func (t *edgeTable) number(metric string, extra []*labels.Matcher, into *[]float64) windowJob {
 	return windowJob{
 		matchers: withName(metric, extra...),
-		add: func(l labels.Labels, r float64) {
-			k := edgeKeyOf(l)
-			i, ok := t.of[k]
-			if !ok {
-				i = len(t.keys)
-				t.of[k] = i
-				t.keys = append(t.keys, k)
+		add: func(l labels.Labels, k seriesKey, r float64) {
+			i := t.add(k.full(), func() edgeKey { return edgeKeyOf(l) })
+			if i == len(*into) {
 				*into = append(*into, 0)
 			}
 			(*into)[i] += r
@@ -332,8 +325,8 @@ func (t *edgeTable) column(metric string, extra []*labels.Matcher, into *[]float
 	*into = col
 	return windowJob{
 		matchers: withName(metric, extra...),
-		add: func(l labels.Labels, r float64) {
-			if i, ok := t.of[edgeKeyOf(l)]; ok {
+		add: func(_ labels.Labels, k seriesKey, r float64) {
+			if i, ok := t.find(k.full()); ok {
 				col[i] += r
 			}
 		},

@@ -173,39 +173,87 @@ func (q *Querier) redRolling(ctx context.Context, r *rollingSource, bySpan bool,
 		}
 		ms[i] = m
 	}
-	keyOf := func(l labels.Labels) redKey {
-		k := redKey{service: l.Get("service")}
+	// Rows are numbered as the calls series meet them; the errors and
+	// the buckets of a row without calls are not shown, so they are
+	// skipped. A series' row is found by its keys, cached with it.
+	rows := newKeyTable[redKey]()
+	rowOf := func(k seriesKey) [2]uint64 {
 		if bySpan {
-			k.span = l.Get("span_name")
+			return k.full()
 		}
-		return k
+		return k.service()
 	}
-	sum := func(m []*labels.Matcher) map[redKey]float64 {
-		out := map[redKey]float64{}
-		r.rates(m, func(l labels.Labels, rate float64) { out[keyOf(l)] += rate })
-		return out
+	var rates []float64
+	r.rates(ms[0], func(l labels.Labels, k seriesKey, rate float64) {
+		i := rows.add(rowOf(k), func() redKey {
+			g := groupOf(l)
+			if bySpan {
+				return redKey{g[0], g[1]}
+			}
+			return redKey{service: g[0]}
+		})
+		if i == len(rates) {
+			rates = append(rates, 0)
+		}
+		rates[i] += rate
+	})
+	errRates := make([]float64, len(rates))
+	withErrs := make([]bool, len(rates))
+	r.rates(ms[1], func(_ labels.Labels, k seriesKey, rate float64) {
+		if i, ok := rows.find(rowOf(k)); ok {
+			errRates[i] += rate
+			withErrs[i] = true
+		}
+	})
+	// A column of rows per bucket bound, as `sum by (…, le)` groups them
+	// (bounds written alike, "1" and "1.0", are summed, as
+	// histogram_quantile does); a row has a bucket where it has a series.
+	type leColumn struct {
+		bound float64
+		rates []float64
+		has   []bool
 	}
-	values := []map[redKey]float64{sum(ms[0]), sum(ms[1])}
-	type bucketKey struct {
-		redKey
-		le string
+	var cols []*leColumn
+	colOf := map[uint64]*leColumn{}
+	r.rates(ms[2], func(_ labels.Labels, k seriesKey, rate float64) {
+		i, ok := rows.find(rowOf(k))
+		bound, valid := k.bound()
+		if !ok || !valid {
+			return
+		}
+		c := colOf[math.Float64bits(bound)]
+		if c == nil {
+			c = &leColumn{bound: bound, rates: make([]float64, len(rates)), has: make([]bool, len(rates))}
+			colOf[math.Float64bits(bound)] = c
+			cols = append(cols, c)
+		}
+		c.rates[i] += rate
+		c.has[i] = true
+	})
+	values := []map[redKey]float64{make(map[redKey]float64, len(rates)), {}}
+	for i, k := range rows.keys {
+		values[0][k] = rates[i]
+		if withErrs[i] {
+			values[1][k] = errRates[i]
+		}
 	}
-	perLE := map[bucketKey]float64{}
-	r.rates(ms[2], func(l labels.Labels, rate float64) { perLE[bucketKey{keyOf(l), l.Get("le")}] += rate })
-	groups := map[redKey]promql.Buckets{}
-	for k, rate := range perLE {
-		bound, err := strconv.ParseFloat(k.le, 64)
-		if err != nil {
+	for range redQuantiles {
+		values = append(values, map[redKey]float64{})
+	}
+	group := make(promql.Buckets, 0, len(cols))
+	for i, k := range rows.keys {
+		group = group[:0]
+		for _, c := range cols {
+			if c.has[i] {
+				group = append(group, promql.Bucket{UpperBound: c.bound, Count: c.rates[i]})
+			}
+		}
+		if len(group) == 0 {
 			continue
 		}
-		groups[k.redKey] = append(groups[k.redKey], promql.Bucket{UpperBound: bound, Count: rate})
-	}
-	for _, quantile := range redQuantiles {
-		out := map[redKey]float64{}
-		for k, b := range groups {
-			out[k], _, _, _, _, _ = promql.BucketQuantile(quantile, b)
+		for n, quantile := range redQuantiles {
+			values[2+n][k], _, _, _, _, _ = promql.BucketQuantile(quantile, group)
 		}
-		values = append(values, out)
 	}
 	return values, ctx.Err()
 }

@@ -3,8 +3,11 @@ package query
 import (
 	"context"
 	"errors"
+	"hash/maphash"
+	"math"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,13 +101,119 @@ type rollingSource struct {
 	release    func()
 }
 
-// rates feeds add the rate of each series of ms over the window.
-func (s *rollingSource) rates(ms []*labels.Matcher, add func(l labels.Labels, rate float64)) {
-	s.r.Each(ms, func(l labels.Labels, sp rolling.Span) {
+// rates feeds add the rate of each series of ms over the window, with
+// the series' keys, derived once in the series' life.
+func (s *rollingSource) rates(ms []*labels.Matcher, add func(l labels.Labels, k seriesKey, rate float64)) {
+	s.r.Each(ms, func(x rolling.Series, sp rolling.Span) {
 		if sp.N >= 2 {
-			add(l, extrapolatedRate(sp.FirstT, sp.LastT, sp.FirstV, sp.Increase, sp.N, s.mint, s.maxt))
+			add(x.Labels(), seriesKey(x.Memo(memoKey)), extrapolatedRate(sp.FirstT, sp.LastT, sp.FirstV, sp.Increase, sp.N, s.mint, s.maxt))
 		}
 	})
+}
+
+// seriesKey identifies what the node graph and the RED table group a
+// series by, as hashes: the edge (client, server, connection_type) of a
+// service-graph series, the service and span name of a span-metrics one
+// (its row by span name), and, for the RED table by service, the
+// service alone; and it holds the series' bucket bound. A series of the
+// rolling window has it derived once in its life and kept with it
+// (rolling.Series.Memo); a series of the TSDB, once per read. Each key
+// is two 64-bit hashes of independent seeds, which a query takes as the
+// key itself: two keys in a query would both collide with a chance of
+// 2^-128, against the label lookups and string comparisons a check would
+// cost per series.
+type seriesKey [5]uint64
+
+// full and service are the keys of the whole group and of its service.
+func (k seriesKey) full() [2]uint64    { return [2]uint64{k[0], k[1]} }
+func (k seriesKey) service() [2]uint64 { return [2]uint64{k[2], k[3]} }
+
+// bound returns the series' le as a number, or false when it has none
+// or one that does not parse (histogram_quantile skips it).
+func (k seriesKey) bound() (float64, bool) {
+	b := math.Float64frombits(k[4])
+	return b, !math.IsNaN(b)
+}
+
+// keySeeds seed the keys' hashes: fixed for the process, as the hashes
+// are never stored elsewhere.
+var keySeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
+// groupOf returns the labels a series is grouped by: client, server and
+// connection_type, or service, span name and "".
+func groupOf(l labels.Labels) [3]string {
+	g, _ := groupAndLE(l)
+	return g
+}
+
+// groupAndLE returns groupOf and the le label, in one pass.
+func groupAndLE(l labels.Labels) (g [3]string, le string) {
+	span := false
+	l.Range(func(x labels.Label) {
+		switch x.Name {
+		case "le":
+			le = x.Value
+		case labels.MetricName:
+			span = strings.HasPrefix(x.Value, "traces_spanmetrics_")
+		case "client", "service":
+			if span == (x.Name == "service") {
+				g[0] = x.Value
+			}
+		case "server", "span_name":
+			if span == (x.Name == "span_name") {
+				g[1] = x.Value
+			}
+		case "connection_type":
+			if !span {
+				g[2] = x.Value
+			}
+		}
+	})
+	return g, le
+}
+
+// keyOf derives a series' keys from its labels, in one pass over them.
+func keyOf(l labels.Labels) seriesKey {
+	g, le := groupAndLE(l)
+	var k seriesKey
+	for i, seed := range keySeeds {
+		k[i] = maphash.Comparable(seed, g)
+		k[2+i] = maphash.String(seed, g[0])
+	}
+	k[4] = math.Float64bits(math.NaN())
+	if b, err := strconv.ParseFloat(le, 64); err == nil && !math.IsNaN(b) {
+		k[4] = math.Float64bits(b)
+	}
+	return k
+}
+
+// memoKey is keyOf as a rolling.Series memo.
+func memoKey(l labels.Labels) rolling.Memo { return rolling.Memo(keyOf(l)) }
+
+// keyTable numbers the groups a query meets, found by their keys.
+type keyTable[K any] struct {
+	keys []K
+	of   map[[2]uint64]int
+}
+
+func newKeyTable[K any]() keyTable[K] { return keyTable[K]{of: map[[2]uint64]int{}} }
+
+// find returns the number of the group of key h.
+func (t *keyTable[K]) find(h [2]uint64) (int, bool) {
+	i, ok := t.of[h]
+	return i, ok
+}
+
+// add numbers the group of key h unless it has a number already, and
+// returns it; group derives the group's value the first time.
+func (t *keyTable[K]) add(h [2]uint64, group func() K) int {
+	if i, ok := t.of[h]; ok {
+		return i
+	}
+	i := len(t.keys)
+	t.keys = append(t.keys, group())
+	t.of[h] = i
+	return i
 }
 
 func (s *rollingSource) run(ctx context.Context, jobs []windowJob) error {
@@ -132,7 +241,7 @@ func (s *rollingSource) bucketBounds(ctx context.Context, metric string, extra [
 
 func (s *rollingSource) withSamples(ctx context.Context, name string, ms ...*labels.Matcher) (map[string]bool, error) {
 	out := map[string]bool{}
-	s.r.Each(ms, func(l labels.Labels, _ rolling.Span) { out[l.Get(name)] = true })
+	s.r.Each(ms, func(x rolling.Series, _ rolling.Span) { out[x.Labels().Get(name)] = true })
 	return out, ctx.Err()
 }
 

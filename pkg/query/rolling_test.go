@@ -161,7 +161,13 @@ func TestRollingMatchesTSDB(t *testing.T) {
 				if rng.IntN(10) == 0 {
 					status = "STATUS_CODE_ERROR"
 				}
-				m.latency.Observe(registry.MakeLabelValues([]string{e.server, "op-" + e.ctype, "SPAN_KIND_SERVER", status}), d, 1, nil, 0, 1)
+				span := "op-" + e.ctype
+				if e.server == "svc-2" && k%2 == 1 {
+					// A second span name, so that a row by service sums
+					// rows by span name.
+					span = "op-other"
+				}
+				m.latency.Observe(registry.MakeLabelValues([]string{e.server, span, "SPAN_KIND_SERVER", status}), d, 1, nil, 0, 1)
 			}
 		}
 		app := m.rolling.Appender(st.Appender(context.Background()), now.UnixMilli())

@@ -25,9 +25,9 @@ import (
 // (one bucket bound, say), so that the jobs can run on every core.
 type windowJob struct {
 	matchers []*labels.Matcher
-	// add receives each series' rate; jobs run concurrently, so add must
-	// only touch what its job owns.
-	add func(l labels.Labels, rate float64)
+	// add receives each series' rate and keys; jobs run concurrently, so
+	// add must only touch what its job owns.
+	add func(l labels.Labels, k seriesKey, rate float64)
 }
 
 // timeWindow is (end-w, end] over a tenant's store.
@@ -133,7 +133,7 @@ func (w timeWindow) rates(ctx context.Context, querier storage.Querier, j window
 		s := set.At()
 		it = s.Iterator(it)
 		if r, ok := counterRate(it, mint, maxt); ok {
-			j.add(s.Labels(), r)
+			j.add(s.Labels(), keyOf(s.Labels()), r)
 		}
 	}
 	return set.Err()

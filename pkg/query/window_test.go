@@ -97,7 +97,7 @@ func TestWindowRatesMatchPromQL(t *testing.T) {
 			got := map[string]float64{}
 			job := windowJob{
 				matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "c_total")},
-				add:      func(l labels.Labels, r float64) { got[l.Get("client")] = r },
+				add:      func(l labels.Labels, _ seriesKey, r float64) { got[l.Get("client")] = r },
 			}
 			if err := q.window(tenant.Default, end, w).run(context.Background(), []windowJob{job}); err != nil {
 				t.Fatal(err)

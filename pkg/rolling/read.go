@@ -37,11 +37,45 @@ func (st *Store) Read(mint, maxt int64) (*Reader, bool) {
 // Close releases the store to the collection.
 func (r *Reader) Close() { r.st.mu.RUnlock() }
 
+// Series is a kept series as Each hands it to a reader.
+type Series struct{ s *series }
+
+// Labels returns the series' labels.
+func (x Series) Labels() labels.Labels { return x.s.labels }
+
+// Memo is what a reader derives from a series' labels (keys it groups
+// series by, say), kept with the series.
+type Memo [5]uint64
+
+// Memo returns what derive makes of the series' labels, calling it on
+// the series' first read only, so that a reader looks its keys up in
+// the labels once per series rather than once per read, and finds them
+// where the series is, without a pointer to chase. Every reader of a
+// store must pass the same derive: the first result is kept.
+func (x Series) Memo(derive func(labels.Labels) Memo) Memo {
+	s := x.s
+	if s.memoSet.Load() {
+		var m Memo
+		for i := range m {
+			m[i] = s.memo[i].Load()
+		}
+		return m
+	}
+	// Readers share the store: two may derive at once, and store the
+	// same words.
+	m := derive(s.labels)
+	for i, w := range m {
+		s.memo[i].Store(w)
+	}
+	s.memoSet.Store(true)
+	return m
+}
+
 // Each calls f with every series matching ms that has a sample in the
 // window, and what it holds there; ms must name the metric with an
 // equality matcher, as every read of the node graph and the RED table
 // does.
-func (r *Reader) Each(ms []*labels.Matcher, f func(l labels.Labels, sp Span)) {
+func (r *Reader) Each(ms []*labels.Matcher, f func(s Series, sp Span)) {
 	// The index answers the name and le equalities; only the other
 	// matchers are run against each series' labels.
 	var name, le string
@@ -69,7 +103,7 @@ func (r *Reader) Each(ms []*labels.Matcher, f func(l labels.Labels, sp Span)) {
 			continue
 		}
 		if sp, ok := s.span(r.mint, r.maxt, r.ga, r.gb, r.st.grid, r.st.lo); ok {
-			f(s.labels, sp)
+			f(Series{s}, sp)
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"math/bits"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -53,12 +54,14 @@ const segLen = 64
 // Bytes charged to the pool. segmentBytes is a segment's fixed part
 // (presence, first and last value, width, slice header), to which the
 // capacity of its packed values is added as it grows, growStep values at
-// a time; seriesBytes is a series' own struct, its label set's share and
-// its index entries.
+// a time; seriesBytes is a series' own struct, its label set's share,
+// its index entries and, in memoBytes, what the readers derive from its
+// labels (Series.Memo).
 const (
 	segmentBytes  = 56
 	growStep      = 16
-	seriesBytes   = 256
+	memoBytes     = 48
+	seriesBytes   = 256 + memoBytes
 	offGridBytes  = 24
 	backlogBytes  = 32 // a sample waiting for Rebuild
 	resetBytes    = 16
@@ -193,6 +196,10 @@ type series struct {
 	lastV    float64
 	has      bool
 	refusing bool // the newest sample found no room
+	// memo is what the readers derived from labels (Series.Memo), once
+	// memoSet.
+	memo    [len(Memo{})]atomic.Uint64
+	memoSet atomic.Bool
 }
 
 type offSample struct {
@@ -211,14 +218,22 @@ type reset struct {
 // all are equal), or, when a rise is not such an integer, every value as
 // raw float64 bits (width 8). Counters of spans rise by whole numbers,
 // mostly under 256 a collection, so a sample takes a byte or two. The
-// newest value is kept too, so that a window ending after the segment
-// reads it without summing.
+// newest value is kept too, and the sum of the first markRank rises
+// (mark, in what was padding), so that a value is read by summing at most
+// markRank/2 rises from the nearest of the first value, the mark and the
+// newest.
 type segment struct {
 	present     uint64
 	first, last float64
 	width       uint8
+	marked      bool
+	mark        uint32
 	data        []byte
 }
+
+// markRank is the rank whose value the mark holds: the middle of a
+// segment.
+const markRank = segLen / 2
 
 func (sg *segment) cost() int64 { return segmentBytes + int64(cap(sg.data)) }
 
@@ -238,24 +253,57 @@ func (sg *segment) rise(k int) uint64 {
 
 // value returns the value of rank r.
 func (sg *segment) value(r int) float64 {
+	n := sg.n()
 	switch {
 	case sg.width == 8:
 		return math.Float64frombits(binary.LittleEndian.Uint64(sg.data[8*r:]))
 	case r == 0:
 		return sg.first
-	case r == sg.n()-1:
+	case r == n-1:
 		return sg.last
 	case sg.width == 0:
 		return sg.first
 	}
-	// The rises are whole numbers under 2^32 and each partial sum was
-	// checked exact when it was packed, so their integer sum added once
-	// gives the same float64.
-	var sum uint64
-	for k := 0; k < r; k++ {
-		sum += sg.rise(k)
+	// The rises are whole numbers under 2^32 and every value was checked
+	// to be the first plus the integer sum of the rises before it, when it
+	// was packed. So each value is first + (an integer sum) and last -
+	// (an integer sum) exactly: the sums are exact in float64 (under
+	// 2^38), and a float64 operation whose exact result is representable
+	// returns it. Summing from the nearest end or the mark reads the same
+	// value.
+	fromFirst, fromLast, fromMark := r, n-1-r, n
+	if sg.marked {
+		fromMark = r - markRank
+		if fromMark < 0 {
+			fromMark = -fromMark
+		}
 	}
-	return sg.first + float64(sum)
+	switch {
+	case fromMark < fromFirst && fromMark < fromLast && r >= markRank:
+		return sg.first + float64(uint64(sg.mark)+sg.rises(markRank, r))
+	case fromMark < fromFirst && fromMark < fromLast:
+		return sg.first + float64(uint64(sg.mark)-sg.rises(r, markRank))
+	case fromLast < fromFirst:
+		return sg.last - float64(sg.rises(r, n-1))
+	}
+	return sg.first + float64(sg.rises(0, r))
+}
+
+// rises returns the sum of the rises from value a to value b (a <= b) of
+// a packed segment.
+func (sg *segment) rises(a, b int) uint64 {
+	var sum uint64
+	switch sg.width {
+	case 1:
+		for _, x := range sg.data[a:b] {
+			sum += uint64(x)
+		}
+	default:
+		for k := a; k < b; k++ {
+			sum += sg.rise(k)
+		}
+	}
+	return sum
 }
 
 // widthFor returns the bytes a rise from prev to c takes packed, or 8
@@ -417,6 +465,10 @@ func (st *Store) addGrid(s *series, g, t int64, v float64) bool {
 	}
 	if sg.present == 0 {
 		sg.first = c
+	}
+	if sg.n() == markRank && w != 8 && c-sg.first <= math.MaxUint32 {
+		// c is the value of rank markRank.
+		sg.marked, sg.mark = true, uint32(c-sg.first)
 	}
 	sg.present |= 1 << uint(g%segLen)
 	sg.last, sg.width, sg.data = c, w, data

@@ -1,6 +1,8 @@
 package rolling
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -10,9 +12,19 @@ import (
 
 // TestPackKeepsValues holds every packing (equal values, rises of 1, 2
 // and 4 bytes, raw floats, and a segment widened as it fills) to the
-// values it was given, at every grid point and over every range, and
-// the bytes charged to what the segments hold.
+// values it was given, at every grid point and over every range, read
+// from the first value, the mark or the newest, with some points absent
+// or all present; and the bytes charged to what the segments hold.
 func TestPackKeepsValues(t *testing.T) {
+	for _, step := range []func(g int64) int64{
+		func(g int64) int64 { return 1 + g%3 },
+		func(int64) int64 { return 1 },
+	} {
+		testPackKeepsValues(t, step)
+	}
+}
+
+func testPackKeepsValues(t *testing.T, step func(g int64) int64) {
 	for name, rise := range map[string]func(g int64) float64{
 		"equal":      func(int64) float64 { return 0 },
 		"byte":       func(g int64) float64 { return float64(g % 7) },
@@ -40,7 +52,7 @@ func TestPackKeepsValues(t *testing.T) {
 			st.take(seriesBytes)
 			want := map[int64]float64{}
 			v := 5.0
-			for g := int64(0); g < 3*segLen+10; g += 1 + g%3 { // some points absent
+			for g := int64(0); g < 3*segLen+10; g += step(g) {
 				v += rise(g)
 				if !st.addGrid(s, g, g*1000, v) {
 					t.Fatal("refused")
@@ -65,6 +77,11 @@ func TestPackKeepsValues(t *testing.T) {
 					}
 				}
 			}
+			for i, sg := range s.segs {
+				if sg.n() > markRank && sg.width != 8 && (!sg.marked || sg.first+float64(sg.mark) != sg.value(markRank)) {
+					t.Errorf("segment %d: mark %v (%d), want the value of rank %d, %v", i, sg.marked, sg.mark, markRank, sg.value(markRank))
+				}
+			}
 			held := int64(seriesBytes)
 			for i := range s.segs {
 				held += s.segs[i].cost()
@@ -73,6 +90,46 @@ func TestPackKeepsValues(t *testing.T) {
 				t.Errorf("%d bytes charged (%d in the pool), the segments hold %d", st.HeldBytes(), pool.InUse(), held)
 			}
 		})
+	}
+}
+
+// TestMemoDerivedOnce: a series' memo is derived on its first read
+// only, and readers reading at once all get it.
+func TestMemoDerivedOnce(t *testing.T) {
+	st := New(1<<40, nil)
+	st.from, st.filled = 0, true
+	l := func(v string) labels.Labels { return labels.FromStrings("__name__", Metrics[0], "client", v) }
+	st.apply(1000, []pendingSample{{l("a"), 1000, 1}, {l("bb"), 1000, 1}})
+	var derived atomic.Int64
+	derive := func(l labels.Labels) Memo {
+		derived.Add(1)
+		return Memo{uint64(len(l.Get("client")))}
+	}
+	read := func() {
+		r, ok := st.Read(0, 2000)
+		if !ok {
+			t.Error("the window is not whole")
+			return
+		}
+		defer r.Close()
+		r.Each([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, Metrics[0])}, func(x Series, _ Span) {
+			if got := x.Memo(derive); got[0] != uint64(len(x.Labels().Get("client"))) {
+				t.Errorf("%s: memo %v", x.Labels(), got)
+			}
+		})
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(read)
+	}
+	wg.Wait()
+	n := derived.Load()
+	if n < 2 || n > 8 {
+		t.Fatalf("derived %d times over 2 series read by 4 readers", n)
+	}
+	read()
+	if derived.Load() != n {
+		t.Errorf("derived again on a later read: %d times, then %d", n, derived.Load())
 	}
 }
 

@@ -74,7 +74,7 @@ func start() (*plugin.Service, func()) {
 	// API, reloads what can be reloaded.
 	eng.SetConfigSource(func() (config.Config, error) { return plugin.LoadConfig(os.Environ()) })
 	stopWatch := make(chan struct{})
-	go plugin.WatchConfigFile(os.Environ(), eng, configWatchInterval, stopWatch)
+	go plugin.WatchConfigFile(config.PluginConfigFile(os.Environ()), eng, configWatchInterval, stopWatch)
 	logger.Info("Spangraph started", "otlp_grpc", eng.Receiver().GRPCAddr(), "otlp_http", eng.Receiver().HTTPAddr(), "data_dir", cfg.DataDir)
 	svc := plugin.New(eng, plugin.Options{Registerer: prometheus.DefaultRegisterer, Logger: logger})
 	var api *server.Server

@@ -14,6 +14,19 @@ const PluginEnvPrefix = "GF_PLUGIN_"
 // of the environment.
 const configFileEnv = "config_file"
 
+// PluginConfigFile returns the config file the plugin's environment names
+// (GF_PLUGIN_CONFIG_FILE, read as LoadPlugin reads it), or "".
+func PluginConfigFile(environ []string) string {
+	path := ""
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(name, PluginEnvPrefix) && strings.ToLower(strings.TrimPrefix(name, PluginEnvPrefix)) == configFileEnv {
+			path = value
+		}
+	}
+	return path
+}
+
 // LoadEnv applies environment variables named prefix + an upper-cased
 // top-level scalar key (GF_PLUGIN_DATA_DIR for data_dir with prefix
 // "GF_PLUGIN_") over c. environ is in os.Environ form. The key config_file

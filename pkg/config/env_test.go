@@ -126,3 +126,21 @@ func TestLoadEnvRemoteWriteURL(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginConfigFile: the plugin watches the file LoadPlugin reads,
+// named as LoadEnv reads names (case-insensitive after the prefix).
+func TestPluginConfigFile(t *testing.T) {
+	for _, tc := range []struct {
+		environ []string
+		want    string
+	}{
+		{nil, ""},
+		{[]string{"GF_PLUGIN_CONFIG_FILE=/etc/s.yaml"}, "/etc/s.yaml"},
+		{[]string{"GF_PLUGIN_config_file=/etc/s.yaml"}, "/etc/s.yaml"},
+		{[]string{"GF_PLUGIN_DATA_DIR=/d", "CONFIG_FILE=/x"}, ""},
+	} {
+		if got := PluginConfigFile(tc.environ); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.environ, got, tc.want)
+		}
+	}
+}

@@ -2,13 +2,8 @@ package plugin
 
 import (
 	"os"
-	"strings"
 	"time"
 )
-
-// configFileEnv names the plugin's config file among Grafana's
-// GF_PLUGIN_* variables.
-const configFileEnv = "GF_PLUGIN_CONFIG_FILE="
 
 // Reloader is what WatchConfigFile reloads: the engine.
 type Reloader interface {
@@ -16,19 +11,13 @@ type Reloader interface {
 }
 
 // WatchConfigFile reloads r's config whenever the plugin's config file
-// (GF_PLUGIN_CONFIG_FILE in environ) changes, checking every interval,
+// at path (config.PluginConfigFile) changes, checking every interval,
 // until stop is closed. Grafana cannot signal a plugin, so the file is
 // the plugin's SIGHUP. Polling rather than file events: a Kubernetes
 // ConfigMap or an editor replaces the file by renaming another over it,
 // which a watch on the old file misses. Without a config file it returns
 // at once.
-func WatchConfigFile(environ []string, r Reloader, interval time.Duration, stop <-chan struct{}) {
-	var path string
-	for _, kv := range environ {
-		if v, ok := strings.CutPrefix(kv, configFileEnv); ok {
-			path = v
-		}
-	}
+func WatchConfigFile(path string, r Reloader, interval time.Duration, stop <-chan struct{}) {
 	if path == "" {
 		return
 	}

@@ -25,7 +25,7 @@ func TestWatchConfigFile(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		WatchConfigFile([]string{"GF_PLUGIN_CONFIG_FILE=" + path}, r, 10*time.Millisecond, stop)
+		WatchConfigFile(path, r, 10*time.Millisecond, stop)
 	}()
 	wait := func(want int32) {
 		t.Helper()
@@ -57,5 +57,5 @@ func TestWatchConfigFile(t *testing.T) {
 	<-done
 
 	// Without a config file there is nothing to watch.
-	WatchConfigFile(nil, r, time.Millisecond, make(chan struct{}))
+	WatchConfigFile("", r, time.Millisecond, make(chan struct{}))
 }

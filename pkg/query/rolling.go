@@ -2,13 +2,10 @@ package query
 
 import (
 	"context"
-	"errors"
 	"hash/maphash"
 	"math"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -217,22 +214,13 @@ func (t *keyTable[K]) add(h [2]uint64, group func() K) int {
 }
 
 func (s *rollingSource) run(ctx context.Context, jobs []windowJob) error {
-	errs := make([]error, len(jobs))
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if errs[i] = ctx.Err(); errs[i] == nil {
-				s.rates(j.matchers, j.add)
-			}
-		}()
-	}
-	wg.Wait()
-	return classify(errors.Join(errs...))
+	return runJobs(jobs, func(j windowJob) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.rates(j.matchers, j.add)
+		return nil
+	})
 }
 
 func (s *rollingSource) bucketBounds(ctx context.Context, metric string, extra []*labels.Matcher) ([]string, error) {

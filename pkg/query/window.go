@@ -56,6 +56,19 @@ func (w timeWindow) querier() (storage.Querier, error) {
 // run evaluates the jobs, as many at once as there are cores, each on a
 // querier of its own.
 func (w timeWindow) run(ctx context.Context, jobs []windowJob) error {
+	return runJobs(jobs, func(j windowJob) error {
+		querier, err := w.querier()
+		if err != nil {
+			return err
+		}
+		defer querier.Close()
+		return w.rates(ctx, querier, j)
+	})
+}
+
+// runJobs runs each job with do, as many at once as there are cores, and
+// returns their errors classified.
+func runJobs(jobs []windowJob, do func(windowJob) error) error {
 	errs := make([]error, len(jobs))
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -65,13 +78,7 @@ func (w timeWindow) run(ctx context.Context, jobs []windowJob) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			querier, err := w.querier()
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer querier.Close()
-			errs[i] = w.rates(ctx, querier, j)
+			errs[i] = do(j)
 		}()
 	}
 	wg.Wait()

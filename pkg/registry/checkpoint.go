@@ -154,18 +154,13 @@ func (r *Registry) WriteCheckpoint(w io.Writer, at int64) (CheckpointStats, erro
 // end. r must not be used afterwards: its memory goes back to its pool
 // before dst draws on it.
 func (r *Registry) MoveTo(dst *Registry) (CheckpointStats, error) {
-	var buf bytesBuffer
+	var buf bytes.Buffer
 	if _, err := r.writeCheckpoint(&buf, 0, math.MinInt64); err != nil {
 		return CheckpointStats{}, err
 	}
 	r.Close()
-	return dst.RestoreCheckpoint(bytes.NewReader(buf.b), math.MinInt64)
+	return dst.RestoreCheckpoint(&buf, math.MinInt64)
 }
-
-// bytesBuffer collects a checkpoint in memory.
-type bytesBuffer struct{ b []byte }
-
-func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
 
 func (r *Registry) writeCheckpoint(w io.Writer, at, since int64) (CheckpointStats, error) {
 	// The file is built in memory, reused from one checkpoint to the

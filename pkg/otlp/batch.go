@@ -107,6 +107,9 @@ type Span struct {
 	traceIDLen, spanIDLen, parentLen uint8
 	fault                            spanFault
 	attrStart, attrEnd               int32
+	// rawOff is where the span's message starts in the request, for
+	// AppendPart; it fits what padding left of the struct.
+	rawOff int32
 }
 
 // Fault says why a span that decoded must still be refused. Such a span is
@@ -206,6 +209,9 @@ type ResourceSpans struct {
 
 	attrStart, attrEnd int32
 	spanStart, spanEnd int32
+	// rawStart and rawEnd delimit the ResourceSpans message in the
+	// request, for AppendPart.
+	rawStart, rawEnd int32
 }
 
 // Batch is one decoded export request. Its strings may point into the

@@ -228,6 +228,8 @@ func (b *Batch) decodeResourceSpans(data []byte) error {
 	r := &b.Resources[ri]
 	r.attrStart, r.attrEnd = attrStart, int32(len(b.attrs))
 	r.spanStart, r.spanEnd = spanStart, int32(len(b.spans))
+	r.rawStart = b.offset(data)
+	r.rawEnd = r.rawStart + int32(len(data))
 	return nil
 }
 
@@ -272,6 +274,7 @@ func (b *Batch) decodeSpan(data []byte) error {
 	// attributes are appended to b.attrs while this span is decoded.
 	var s Span
 	s.Size = len(data)
+	s.rawOff = b.offset(data)
 	fault := noFault
 	var ok bool
 	for len(data) > 0 {
@@ -342,6 +345,10 @@ func (b *Batch) decodeSpan(data []byte) error {
 	b.spans = append(b.spans, s)
 	return nil
 }
+
+// offset returns where p, a message read from b.raw, starts in it: every
+// slice the decoder reads keeps the request's capacity.
+func (b *Batch) offset(p []byte) int32 { return int32(cap(b.raw) - cap(p)) }
 
 // clampLen keeps an id length in a byte while still telling a wrong length
 // from a right one.

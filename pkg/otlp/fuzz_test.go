@@ -2,6 +2,7 @@ package otlp
 
 import (
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -61,6 +62,10 @@ func FuzzDecodeProto(f *testing.F) {
 			if err := checkFlagged(b, want, nil, faults); err != nil {
 				t.Fatal(err)
 			}
+		}
+		// What a ring forwards decodes to the same spans.
+		if err := checkParts(b, 3, rand.New(rand.NewPCG(uint64(len(data)), 3))); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

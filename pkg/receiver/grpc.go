@@ -153,7 +153,7 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	rejected, reason, err := r.accept(tenant, protocolGRPC, raw.batch)
+	rejected, reason, err := r.accept(r.grpcOrigin(ctx), tenant, protocolGRPC, raw.batch)
 	if err != nil {
 		raw.batch.Release()
 		var le Refusal

@@ -120,7 +120,7 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		return
 	}
-	rejected, reason, err := r.accept(tenant, protocolHTTP, b)
+	rejected, reason, err := r.accept(origin{ctx: req.Context(), auth: req.Header.Get("Authorization"), orgID: req.Header.Get("X-Scope-OrgID")}, tenant, protocolHTTP, b)
 	if err != nil {
 		b.Release()
 		var le Refusal
@@ -133,7 +133,7 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		w.Header().Set("Retry-After", "1")
 		code := http.StatusTooManyRequests
-		if errors.Is(err, errShuttingDown) || errors.Is(err, errNotAdmitted) {
+		if errors.Is(err, errShuttingDown) || errors.Is(err, errNotAdmitted) || errors.Is(err, errJoining) {
 			code = http.StatusServiceUnavailable
 		}
 		writeStatus(w, code, err.Error(), asJSON)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
@@ -133,6 +134,9 @@ func (c *Config) Validate(prefix string) error {
 	switch {
 	case c.MaxRequestBytes <= 0:
 		return fmt.Errorf("%s.max_request_bytes: must be positive, got %d", prefix, c.MaxRequestBytes)
+	case c.MaxRequestBytes > math.MaxInt32:
+		// Decoded spans keep their offset in the request in 32 bits.
+		return fmt.Errorf("%s.max_request_bytes: must be at most 2 GiB, got %d", prefix, c.MaxRequestBytes)
 	case c.MaxQueueBytes < c.MaxRequestBytes:
 		return fmt.Errorf("%s.max_queue_bytes: must be at least max_request_bytes (%d), got %d", prefix, c.MaxRequestBytes, c.MaxQueueBytes)
 	case c.Workers < 0:
@@ -236,6 +240,9 @@ type Receiver struct {
 	httpLis    net.Listener
 
 	received atomic.Int64 // spans accepted, for health
+
+	router      atomic.Pointer[routerBox]
+	awaitRouter bool
 }
 
 // New returns a receiver that admits requests by access and feeds
@@ -372,13 +379,22 @@ var (
 	errNotAdmitted  = errors.New("the tenant cannot be served")
 )
 
-// accept validates the batch's spans, queues what is left and returns the
-// number of spans refused with the reason to tell the sender. It takes
-// ownership of b unless it returns an error.
-func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int, reason string, err error) {
+// accept validates the batch's spans, queues what is left, or hands it to
+// the instances that own its traces, and returns the number of spans
+// refused with the reason to tell the sender. It takes ownership of b
+// unless it returns an error.
+func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch) (rejected int, reason string, err error) {
 	if b.SpanCount == 0 {
 		b.Release()
 		return 0, "", nil
+	}
+	rt, err := r.routerOf(o)
+	if err != nil {
+		r.refuse("", protocol, ReasonJoining, b.SpanCount)
+		return 0, "", err
+	}
+	if o.forwarded {
+		protocol = protocolForwarded
 	}
 	// Before anything is counted under the tenant's name, and not counted
 	// under it when refused: series per tenant stay bounded by max_tenants
@@ -398,8 +414,9 @@ func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int,
 		return rejected, reason, nil
 	}
 	// After Admit, so that the limits' per-tenant state is bounded by
-	// max_tenants. On error b is unchanged and still the caller's.
-	if r.access.Limits != nil {
+	// max_tenants. On error b is unchanged and still the caller's. A
+	// forwarded request was limited where it came in.
+	if r.access.Limits != nil && !o.forwarded {
 		n := b.SpanCount
 		limited, why, err := r.access.Limits.Apply(tenant, b)
 		if err != nil {
@@ -417,23 +434,36 @@ func (r *Receiver) accept(tenant, protocol string, b *otlp.Batch) (rejected int,
 			return rejected, reason, nil
 		}
 	}
+	if rt != nil {
+		more, why, err := r.route(rt, o, tenant, protocol, b)
+		if err != nil {
+			return 0, "", err
+		}
+		return rejected + more, limits.JoinReasons(reason, why), nil
+	}
+	return rejected, reason, r.enqueue(tenant, protocol, b)
+}
+
+// enqueue queues b for the workers, which take ownership of it, or
+// returns the retryable refusal and leaves b to the caller.
+func (r *Receiver) enqueue(tenant, protocol string, b *otlp.Batch) error {
 	r.closeMu.RLock()
 	defer r.closeMu.RUnlock()
 	if r.closed {
 		r.refuse(tenant, protocol, ReasonShuttingDown, b.SpanCount)
-		return 0, "", errShuttingDown
+		return errShuttingDown
 	}
 	n := b.SpanCount
 	select {
 	case r.queue <- job{tenant: tenant, batch: b}:
 	default:
 		r.refuse(tenant, protocol, ReasonQueueFull, n)
-		return 0, "", errQueueFull
+		return errQueueFull
 	}
 	queueRequests.Inc()
 	r.received.Add(int64(n))
 	spansReceived.WithLabelValues(tenant, protocol).Add(float64(n))
-	return rejected, reason, nil
+	return nil
 }
 
 func (r *Receiver) refuse(tenant, protocol, reason string, spans int) {

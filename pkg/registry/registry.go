@@ -36,6 +36,10 @@ type Config struct {
 	// values. 0 means no limit.
 	MaxLabelNameLength  int `yaml:"max_label_name_length"`
 	MaxLabelValueLength int `yaml:"max_label_value_length"`
+	// ConstLabels are added to every series. In a ring the engine sets
+	// __metrics_gen_instance, as Tempo's generators do, so that the series
+	// of different instances never collide in a shared store.
+	ConstLabels labels.Labels `yaml:"-"`
 }
 
 // DefaultConfig returns the defaults.
@@ -382,7 +386,7 @@ func (b *base) limit(lv LabelValues) LabelValues {
 // non-empty values. A metric without label names takes names and values
 // alternately from values.
 func (b *base) labelsFor(name string, values []string, extra ...string) labels.Labels {
-	sb := labels.NewScratchBuilder(len(values) + 1 + len(extra)/2)
+	sb := labels.NewScratchBuilder(len(values) + 1 + len(extra)/2 + b.reg.cfg.ConstLabels.Len())
 	sb.Add(labels.MetricName, name)
 	if b.pairs {
 		for i := 0; i+1 < len(values); i += 2 {
@@ -399,12 +403,21 @@ func (b *base) labelsFor(name string, values []string, extra ...string) labels.L
 	for i := 0; i+1 < len(extra); i += 2 {
 		sb.Add(extra[i], extra[i+1])
 	}
+	b.reg.cfg.ConstLabels.Range(func(l labels.Label) { sb.Add(l.Name, l.Value) })
 	sb.Sort()
 	return sb.Labels()
 }
 
 func (b *base) overflowLabels(name string, extra ...string) labels.Labels {
-	return labels.FromStrings(append([]string{labels.MetricName, name, OverflowLabel, "true"}, extra...)...)
+	sb := labels.NewScratchBuilder(2 + len(extra)/2 + b.reg.cfg.ConstLabels.Len())
+	sb.Add(labels.MetricName, name)
+	sb.Add(OverflowLabel, "true")
+	for i := 0; i+1 < len(extra); i += 2 {
+		sb.Add(extra[i], extra[i+1])
+	}
+	b.reg.cfg.ConstLabels.Range(func(l labels.Label) { sb.Add(l.Name, l.Value) })
+	sb.Sort()
+	return sb.Labels()
 }
 
 // collector carries one collection through the metrics.

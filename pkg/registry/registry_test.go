@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/spangraph/spangraph/pkg/budget"
@@ -929,5 +930,40 @@ func TestLeadingZeroFloor(t *testing.T) {
 				t.Fatalf("samples %v; want the zero at %d", got, tc.wantZero)
 			}
 		})
+	}
+}
+
+// Every series, overflow series included, carries the constant labels: in
+// a ring that is each instance's __metrics_gen_instance.
+func TestConstLabels(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxActiveSeries = 2
+	cfg.ConstLabels = labels.FromStrings("__metrics_gen_instance", "node-1")
+	r := New(cfg)
+	c := r.NewCounter("calls_total", []string{"service"})
+	h := r.NewHistogram("lat", []string{"service"}, []float64{0.01})
+	lv := func(s string) LabelValues { return MakeLabelValues([]string{s}) }
+	c.Add(lv("a"), 1)
+	h.Observe(lv("a"), 0.5, 1, nil, 0)
+	c.Add(lv("b"), 1) // overflows
+	got, _, _ := collect(t, r, newRecorder(), baseTime())
+	seen := map[string]bool{}
+	for _, s := range got {
+		seen[s.series] = true
+	}
+	for _, want := range []string{
+		series("calls_total", "__metrics_gen_instance", "node-1", "service", "a"),
+		series("calls_total", "__metrics_gen_instance", "node-1", OverflowLabel, "true"),
+		series("lat_bucket", "__metrics_gen_instance", "node-1", "le", "0.01", "service", "a"),
+		series("lat_count", "__metrics_gen_instance", "node-1", "service", "a"),
+	} {
+		if !seen[want] {
+			t.Errorf("no series %s among %v", want, seen)
+		}
+	}
+	for s := range seen {
+		if !strings.Contains(s, "node-1") {
+			t.Errorf("series %s lacks the constant label", s)
+		}
 	}
 }

@@ -11,7 +11,7 @@ const DefaultGRPCEndpoint = "127.0.0.1:4317"
 // o. The deploy tests read the flags from here too, to check the
 // arguments that docker-compose.yaml passes.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "OTLP/HTTP base URL (http://host:4318) or OTLP/gRPC address (host:4317; "+DefaultGRPCEndpoint+" with --protocol grpc)")
+	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "OTLP/HTTP base URL (http://host:4318) or OTLP/gRPC address (host:4317; "+DefaultGRPCEndpoint+" with --protocol grpc); a comma-separated list sends each request to the next, as a load balancer in front of a ring does")
 	fs.StringVar(&o.Protocol, "protocol", o.Protocol, "http or grpc")
 	fs.StringVar(&o.Encoding, "encoding", o.Encoding, "protobuf or json (http only)")
 	fs.BoolVar(&o.Gzip, "gzip", o.Gzip, "gzip request bodies (http)")

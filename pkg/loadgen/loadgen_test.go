@@ -290,3 +290,30 @@ func TestSilentFraction(t *testing.T) {
 		t.Errorf("--silent-fraction 1: %v", err)
 	}
 }
+
+// A list of endpoints gets the requests in turn, as behind a load
+// balancer.
+func TestRunSpraysOverEndpoints(t *testing.T) {
+	var requests [3]atomic.Int64
+	var urls []string
+	for i := range requests {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			requests[i].Add(1)
+			w.Header().Set("Content-Type", "application/x-protobuf")
+		}))
+		defer srv.Close()
+		urls = append(urls, srv.URL)
+	}
+	o := DefaultOptions()
+	o.Endpoint, o.Rate, o.Duration, o.Spans, o.TracesPerRequest, o.Concurrency = strings.Join(urls, ","), 0, 10*time.Second, 3000, 1, 1
+	rep, err := Run(context.Background(), o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range requests {
+		if n := requests[i].Load(); n < rep.Requests/3 || n > rep.Requests/3+1 {
+			t.Errorf("endpoint %d got %d of %d requests, want a third", i, n, rep.Requests)
+		}
+	}
+}

@@ -36,7 +36,7 @@ import (
 // Options of a load run.
 type Options struct {
 	// Endpoint is the OTLP/HTTP base URL (http://host:4318) or the gRPC
-	// address (host:4317).
+	// address (host:4317); a comma-separated list sends round-robin.
 	Endpoint string
 	// Protocol is http or grpc.
 	Protocol string
@@ -391,12 +391,7 @@ func Run(ctx context.Context, opts Options, progress io.Writer) (Report, error) 
 	}
 	pl := newPool(payloads)
 
-	var s sender
-	if opts.Protocol == "grpc" {
-		s, err = newGRPCSender(opts)
-	} else {
-		s = newHTTPSender(opts)
-	}
+	s, err := newSender(opts)
 	if err != nil {
 		return Report{}, err
 	}
@@ -591,6 +586,47 @@ func (p *pacer) wait(ctx context.Context, spans int64) bool {
 		}
 	}
 	return true
+}
+
+// newSender returns the sender of opts: with several endpoints, one that
+// sends each request to the next in turn, as a load balancer in front of
+// a ring of instances does.
+func newSender(opts Options) (sender, error) {
+	var all spray
+	for _, e := range strings.Split(opts.Endpoint, ",") {
+		one := opts
+		one.Endpoint = strings.TrimSpace(e)
+		if opts.Protocol != "grpc" {
+			all.senders = append(all.senders, newHTTPSender(one))
+			continue
+		}
+		g, err := newGRPCSender(one)
+		if err != nil {
+			all.close()
+			return nil, err
+		}
+		all.senders = append(all.senders, g)
+	}
+	if len(all.senders) == 1 {
+		return all.senders[0], nil
+	}
+	return &all, nil
+}
+
+// spray sends round-robin over several senders.
+type spray struct {
+	senders []sender
+	next    atomic.Uint64
+}
+
+func (s *spray) send(ctx context.Context, p payload) (int64, error) {
+	return s.senders[(s.next.Add(1)-1)%uint64(len(s.senders))].send(ctx, p)
+}
+
+func (s *spray) close() {
+	for _, x := range s.senders {
+		x.close()
+	}
 }
 
 type httpSender struct {

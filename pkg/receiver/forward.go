@@ -250,9 +250,9 @@ type forwardError struct{ err error }
 func (e *forwardError) Error() string {
 	return fmt.Sprintf("the spans could not be forwarded to the instance that owns their trace (%v); retry", e.err)
 }
-func (e *forwardError) Unwrap() error             { return e.err }
-func (e *forwardError) HTTPStatus() int           { return 503 }
-func (e *forwardError) RetryAfterHeader() string  { return "1" }
+func (e *forwardError) Unwrap() error              { return e.err }
+func (e *forwardError) HTTPStatus() int            { return 503 }
+func (e *forwardError) RetryAfterHeader() string   { return "1" }
 func (e *forwardError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.Error()) }
 
 // routerOf returns the router to shard with, nil when spans are processed

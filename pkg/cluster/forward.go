@@ -1,0 +1,150 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// exportMethod is OTLP's trace export RPC, which every member serves on its
+// OTLP gRPC listener.
+const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+// rawBody carries an already-encoded ExportTraceServiceRequest through
+// rawClientCodec, so forwarding sends the bytes the receiver split out
+// without decoding and re-encoding them.
+type rawBody struct{ b []byte }
+
+// rawClientCodec sends *rawBody as is and uses the protobuf codec for
+// everything else (the response). Its name is "proto", so the request is an
+// ordinary application/grpc+proto call any OTLP server accepts.
+type rawClientCodec struct{ proto encoding.CodecV2 }
+
+func (c rawClientCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*rawBody); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
+	}
+	return c.proto.Marshal(v)
+}
+
+func (c rawClientCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return c.proto.Unmarshal(data, v)
+}
+
+func (rawClientCodec) Name() string { return proto.Name }
+
+// Forward sends one encoded OTLP ExportTraceServiceRequest (body) to the
+// member at addr, with md as the outgoing gRPC metadata (the caller passes
+// the client's authorization, x-scope-orgid and its forwarded marker;
+// nothing else of ctx's metadata is sent). It returns the owner's
+// partial_success (rejected span count and message), or the gRPC error as
+// is, status code preserved. Each call is bounded by forward_timeout; one
+// connection per member is kept and closed when the member leaves.
+func (c *Cluster) Forward(ctx context.Context, addr string, md map[string]string, body []byte) (rejected int64, msg string, err error) {
+	start := time.Now()
+	spans := countSpans(body)
+	cc, err := c.conn(addr)
+	if err != nil {
+		c.metrics.observeForward(status.Code(err).String(), spans, 0, 0, time.Since(start))
+		return 0, "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ForwardTimeout)
+	defer cancel()
+	ctx = metadata.NewOutgoingContext(ctx, metadata.New(md))
+
+	var resp collectortrace.ExportTraceServiceResponse
+	err = cc.Invoke(ctx, exportMethod, &rawBody{body}, &resp)
+	took := time.Since(start)
+	if err != nil {
+		c.metrics.observeForward(status.Code(err).String(), spans, 0, len(body), took)
+		return 0, "", err
+	}
+	ps := resp.GetPartialSuccess()
+	rejected, msg = ps.GetRejectedSpans(), ps.GetErrorMessage()
+	outcome := outcomeSuccess
+	if rejected > 0 || msg != "" {
+		outcome = outcomePartialSuccess
+	}
+	c.metrics.observeForward(outcome, spans, int(rejected), len(body), took)
+	return rejected, msg, nil
+}
+
+// conn returns the connection to addr, dialing it (lazily: grpc.NewClient
+// connects on first use) when there is none.
+func (c *Cluster) conn(addr string) (*grpc.ClientConn, error) {
+	c.connsMu.Lock()
+	defer c.connsMu.Unlock()
+	if c.closed {
+		return nil, status.Error(codes.Unavailable, "cluster: stopped, not forwarding")
+	}
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawClientCodec{proto: encoding.GetCodecV2(proto.Name)})),
+		grpc.WithUserAgent("spangraph-cluster-forward"),
+		// gRPC's default reconnect backoff grows to two minutes: a member
+		// that restarts after a crash would be refused the spans of its
+		// traces that long after it is back in the ring.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+		}, MinConnectTimeout: time.Second}),
+	)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cluster: dial %s: %v", addr, err)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// countSpans counts the spans of an encoded ExportTraceServiceRequest
+// (resource_spans = 1 → scope_spans = 2 → spans = 2) by walking field tags
+// and lengths only, for the forwarded-spans metric. A malformed body counts
+// what could be read.
+func countSpans(b []byte) int {
+	n := 0
+	forEachField(b, 1, func(rs []byte) {
+		forEachField(rs, 2, func(ss []byte) {
+			forEachField(ss, 2, func([]byte) { n++ })
+		})
+	})
+	return n
+}
+
+// forEachField calls f with the bytes of every length-delimited field num
+// of the message b.
+func forEachField(b []byte, num protowire.Number, f func([]byte)) {
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return
+		}
+		b = b[l:]
+		if n == num && typ == protowire.BytesType {
+			v, l := protowire.ConsumeBytes(b)
+			if l < 0 {
+				return
+			}
+			f(v)
+			b = b[l:]
+			continue
+		}
+		l = protowire.ConsumeFieldValue(n, typ, b)
+		if l < 0 {
+			return
+		}
+		b = b[l:]
+	}
+}

@@ -23,6 +23,9 @@ func (q *Querier) ParseSelectors(ss []string) ([][]*labels.Matcher, error) {
 // LabelNames returns the label names of the series matching any of sets
 // (all series when sets is empty) between mint and maxt, sorted.
 func (q *Querier) LabelNames(ctx context.Context, tenant string, sets [][]*labels.Matcher, mint, maxt int64) ([]string, error) {
+	if b := q.Backend(); b != nil {
+		return q.remoteLabelNames(ctx, b, tenant, sets, mint, maxt)
+	}
 	return q.labelQuery(ctx, tenant, sets, mint, maxt, func(ctx context.Context, sq storage.Querier, ms []*labels.Matcher) ([]string, error) {
 		names, _, err := sq.LabelNames(ctx, nil, ms...)
 		return names, err
@@ -32,6 +35,9 @@ func (q *Querier) LabelNames(ctx context.Context, tenant string, sets [][]*label
 // LabelValues returns the values of label name on the series matching any
 // of sets (all series when sets is empty) between mint and maxt, sorted.
 func (q *Querier) LabelValues(ctx context.Context, tenant, name string, sets [][]*labels.Matcher, mint, maxt int64) ([]string, error) {
+	if b := q.Backend(); b != nil {
+		return q.remoteLabelValues(ctx, b, tenant, name, sets, mint, maxt)
+	}
 	return q.labelQuery(ctx, tenant, sets, mint, maxt, func(ctx context.Context, sq storage.Querier, ms []*labels.Matcher) ([]string, error) {
 		vals, _, err := sq.LabelValues(ctx, name, nil, ms...)
 		return vals, err
@@ -94,6 +100,9 @@ func (q *Querier) labelQuery(ctx context.Context, tenant string, sets [][]*label
 
 // Series returns the series matching any of sets, in a query slot.
 func (q *Querier) Series(ctx context.Context, tenant string, sets [][]*labels.Matcher, mint, maxt int64) (_ []labels.Labels, err error) {
+	if b := q.Backend(); b != nil {
+		return q.remoteSeries(ctx, b, tenant, sets, mint, maxt)
+	}
 	ctx, sq, done, err := q.openStore(ctx, tenant, mint, maxt)
 	if err != nil {
 		return nil, err
@@ -145,6 +154,9 @@ func (q *Querier) Exemplars(ctx context.Context, tenant, expr string, start, end
 	e, err := q.parser.ParseExpr(expr)
 	if err != nil {
 		return nil, &Error{Type: ErrorBadData, Err: err}
+	}
+	if b := q.Backend(); b != nil {
+		return q.remoteExemplars(ctx, b, tenant, e, expr, start, end)
 	}
 	selectors := parser.ExtractSelectors(e)
 	if len(selectors) == 0 {

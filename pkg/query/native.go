@@ -48,8 +48,15 @@ func (q *Querier) nativeGraph(ctx context.Context, tenant string, o GraphOptions
 		sel := selector(metric, o.Matchers)
 		server := metric == metricServerSeconds
 		keep := func(srv string) bool { return !server || len(instrumented) == 0 || instrumented[srv] }
+		avg := fmt.Sprintf("histogram_avg(sum by (%s) (rate(%s[%s])))", byEdge, sel, w)
+		if q.Backend() != nil {
+			// The same division, in functions every backend with native
+			// histograms has (histogram_avg came with Prometheus 2.50).
+			sum := fmt.Sprintf("sum by (%s) (rate(%s[%s]))", byEdge, sel, w)
+			avg = fmt.Sprintf("histogram_sum(%s) / histogram_count(%s)", sum, sum)
+		}
 		for expr, into := range map[string]map[edgeKey]float64{
-			fmt.Sprintf("histogram_avg(sum by (%s) (rate(%s[%s])))", byEdge, sel, w):           f.avgMs,
+			avg: f.avgMs,
 			fmt.Sprintf("histogram_quantile(0.9, sum by (%s) (rate(%s[%s])))", byEdge, sel, w): f.p90Ms,
 		} {
 			v, err := q.vector(ctx, tenant, expr, end)

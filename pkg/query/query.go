@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,9 @@ type Querier struct {
 	parser parser.Parser
 	cfg    Config
 	slots  chan struct{}
+	// backend, when set, answers every read instead of source
+	// (backend_read.go).
+	backend atomic.Pointer[Backend]
 }
 
 // noStepSubqueryInterval is the step of a subquery written without one:
@@ -176,6 +180,9 @@ func (q *Querier) Instant(ctx context.Context, tenant, expr string, ts time.Time
 
 // instant is Instant in a slot the caller holds, after checkText.
 func (q *Querier) instant(ctx context.Context, tenant, expr string, ts time.Time) (Result, error) {
+	if b := q.Backend(); b != nil {
+		return q.remoteInstant(ctx, b, tenant, expr, ts)
+	}
 	queryable, _ := q.source.Queryable(tenant)
 	qry, err := q.engine.NewInstantQuery(ctx, queryable, nil, expr, ts)
 	if err != nil {
@@ -204,6 +211,10 @@ func (q *Querier) Range(ctx context.Context, tenant, expr string, start, end tim
 		return Result{}, q.finish(ctx, err)
 	}
 	defer done()
+	if b := q.Backend(); b != nil {
+		res, err := q.remoteRange(ctx, b, tenant, expr, start, end, step)
+		return res, q.finish(ctx, err)
+	}
 	queryable, _ := q.source.Queryable(tenant)
 	qry, err := q.engine.NewRangeQuery(ctx, queryable, nil, expr, start, end, step)
 	if err != nil {

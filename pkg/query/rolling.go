@@ -37,9 +37,13 @@ type graphSource interface {
 	close()
 }
 
-// graphSource opens the window (end-w, end]: the tenant's rolling window
-// when it holds all of it, else the TSDB.
+// graphSource opens the window (end-w, end]: the query backend when
+// there is one, else the tenant's rolling window when it holds all of
+// it, else the TSDB.
 func (q *Querier) graphSource(tenant string, end time.Time, w time.Duration) (graphSource, error) {
+	if b := q.Backend(); b != nil {
+		return backendSource{q: q, b: b, tenant: tenant, end: end, w: w}, nil
+	}
 	win := q.window(tenant, end, w)
 	if r := q.rollingReader(tenant, win.mint, win.maxt); r != nil {
 		return r, nil
@@ -52,10 +56,11 @@ func (q *Querier) graphSource(tenant string, end time.Time, w time.Duration) (gr
 }
 
 // rollingReader opens the tenant's rolling window over (mint, maxt], or
-// returns nil when the source has none or it does not hold the window.
+// returns nil when the source has none or it does not hold the window,
+// or the reads go to a query backend.
 func (q *Querier) rollingReader(tenant string, mint, maxt int64) *rollingSource {
 	rs, ok := q.source.(RollingSource)
-	if !ok {
+	if !ok || q.Backend() != nil {
 		return nil
 	}
 	st, release := rs.Rolling(tenant)

@@ -3,69 +3,20 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/spangraph/spangraph/pkg/otlptest"
+	"github.com/spangraph/spangraph/pkg/promtest"
 )
 
-// startPrometheus runs Debian's prometheus as a remote-write receiver on a free
-// loopback port and returns its address.
-func startPrometheus(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("prometheus binary not found (apt-get install -y prometheus); CI must have it")
-		}
-		t.Fatal("prometheus binary not found; CI must install the Debian package `prometheus`")
-	}
-	addr := freePort(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfg, []byte("global:\n  scrape_interval: 1m\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--web.enable-remote-write-receiver", "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--config.file="+cfg, "--web.listen-address="+addr)
-	log := &otlptest.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus log:\n%s", log.String())
-		}
-	})
-	eventually(t, "prometheus ready", func() string {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err.Error()
-		}
-		c.Close()
-		resp, err := http.Get("http://" + addr + "/-/ready")
-		if err != nil {
-			return err.Error()
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return resp.Status
-		}
-		return ""
-	})
-	return addr
-}
+// startPrometheus runs a real Prometheus (package promtest) and returns
+// its address.
+func startPrometheus(t *testing.T) string { return promtest.Start(t).Addr }
 
 // rawCalls returns the samples of the live service's calls_total series
 // that Prometheus holds, oldest first, by status_code.

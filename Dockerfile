@@ -86,6 +86,16 @@ tenant_idle_timeout =
 memory_limit =
 log_level = info
 remote_write_url =
+cluster_join =
+cluster_listen =
+cluster_advertise =
+cluster_instance_id =
+cluster_tokens =
+cluster_heartbeat_timeout =
+query_backend_url =
+query_backend_bearer_token_file =
+query_backend_tenant_header =
+query_backend_timeout =
 EOF
 COPY --from=frontend /src/dist/ /var/lib/grafana/plugins/seed-spangraph-datasource/
 COPY --from=backend /out/gpx_spangraph_${TARGETOS}_${TARGETARCH} /var/lib/grafana/plugins/seed-spangraph-datasource/

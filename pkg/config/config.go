@@ -14,10 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"gopkg.in/yaml.v3"
 
 	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/budget"
+	"github.com/spangraph/spangraph/pkg/cluster"
 	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/query"
 	"github.com/spangraph/spangraph/pkg/receiver"
@@ -81,6 +83,14 @@ type Config struct {
 	Query query.Config `yaml:"query"`
 	// HTTPTLS is the TLS of the query API (http); OTLP's is receiver.tls.
 	HTTPTLS auth.TLSConfig `yaml:"http_tls"`
+	// Cluster makes the process one instance of a ring that shards spans
+	// by trace id (pkg/cluster); off without cluster.join.
+	Cluster cluster.Config `yaml:"cluster"`
+	// QueryBackend, when its url is set, answers every read (PromQL, the
+	// node graph, the RED table, completion) from a Prometheus-compatible
+	// API instead of the embedded store: what every instance of a ring,
+	// and every Grafana replica, points at to show one view.
+	QueryBackend query.BackendConfig `yaml:"query_backend"`
 	// HTTPServer bounds the query API's connections (timeouts, headers).
 	HTTPServer query.ServerConfig `yaml:"http_server"`
 	// MemoryLimit is the process's memory budget (0: a quarter of the
@@ -116,6 +126,8 @@ func Default() Config {
 		Limits:             limits.DefaultConfig(),
 		Query:              query.DefaultConfig(),
 		HTTPServer:         query.DefaultServerConfig(),
+		Cluster:            cluster.DefaultConfig(),
+		QueryBackend:       query.DefaultBackendConfig(),
 	}
 	// Sized from memory_limit by Resolve unless set.
 	c.Receiver.MaxQueueBytes = 0
@@ -136,7 +148,21 @@ func (c *Config) Resolve() {
 	if c.Query.MaxSamples == 0 && c.Query.MaxConcurrency > 0 {
 		c.Query.MaxSamples = int(int64(shares.Queries) / query.BytesPerSample / int64(c.Query.MaxConcurrency))
 	}
+	// In a ring every series carries its instance, as Tempo's generators'
+	// do, so that instances writing to one store never collide.
+	c.Registry.ConstLabels = labels.EmptyLabels()
+	if c.Cluster.Enabled() {
+		if c.Cluster.InstanceID == "" {
+			c.Cluster.InstanceID, _ = os.Hostname()
+		}
+		c.Registry.ConstLabels = labels.FromStrings(InstanceLabel, c.Cluster.InstanceID)
+	}
 }
+
+// InstanceLabel names the ring instance that wrote a series: Tempo's
+// label, so that dashboards and recording rules written for Tempo's
+// generators sum over it the same way.
+const InstanceLabel = "__metrics_gen_instance"
 
 // Validate resolves the budget's settings (see Resolve), then checks every
 // key; the error names the first bad one.
@@ -202,6 +228,15 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.HTTPServer.Validate("http_server"); err != nil {
+		return err
+	}
+	if err := c.Cluster.Validate("cluster"); err != nil {
+		return err
+	}
+	if c.Cluster.Enabled() && c.OTLPGRPC == "" {
+		return errors.New("otlp_grpc: a ring member forwards spans to the others' OTLP/gRPC listeners, so it needs one: set otlp_grpc, or remove cluster.join")
+	}
+	if err := c.QueryBackend.Validate("query_backend"); err != nil {
 		return err
 	}
 	return c.HTTPTLS.Validate("http_tls")
@@ -275,6 +310,8 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 			fs.Int64Var(p, s.flag, *p, usage)
 		case *budget.Bytes:
 			fs.Var(p, s.flag, usage)
+		case *[]string:
+			fs.Var((*listFlag)(p), s.flag, usage)
 		case *remotewrite.Config:
 			u := &remotewrite.URLFlag{}
 			f.urls[s.flag] = u
@@ -284,6 +321,17 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		}
 	}
 	return f
+}
+
+// listFlag is a comma-separated list flag; given again, it adds to the
+// list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, splitList(v)...)
+	return nil
 }
 
 // Load builds the config: defaults, then the file, then the flags that

@@ -104,6 +104,51 @@ var settings = []setting{
 		doc:          "Prometheus' `remote_write` list, see [Remote write](#remote-write)",
 		shownDefault: "none",
 		field:        func(c *Config) any { return &c.RemoteWrite }},
+	{yaml: "cluster.join", flag: "cluster-join", env: "cluster_join",
+		usage:        "ring members to join (host:port, or dns+name:port), comma-separated; empty runs alone",
+		doc:          "members of the ring to join, comma-separated `host:port` of their `cluster.listen`, or `dns+name:port` / `dnssrv+name` (the instance's own address may be listed); empty: one process, no gossip port; see [Scaling out and high availability](#scaling-out-and-high-availability)",
+		shownDefault: "none",
+		field:        func(c *Config) any { return &c.Cluster.Join }},
+	{yaml: "cluster.listen", flag: "cluster-listen", env: "cluster_listen",
+		usage: "gossip listen address (memberlist), ip:port",
+		doc:   "gossip listen address (memberlist, TCP and UDP), `ip:port`",
+		field: func(c *Config) any { return &c.Cluster.Listen }},
+	{yaml: "cluster.advertise", flag: "cluster-advertise", env: "cluster_advertise",
+		usage:        "host[:port] the other members reach this instance at",
+		doc:          "host (or `host:port`) the other members reach this instance at, for gossip and for the spans they forward to its `otlp_grpc` port",
+		shownDefault: "the `cluster.listen` IP, else the first private IP",
+		field:        func(c *Config) any { return &c.Cluster.Advertise }},
+	{yaml: "cluster.instance_id", flag: "cluster-instance-id", env: "cluster_instance_id",
+		usage:        "this instance's name in the ring, unique and stable across restarts",
+		doc:          "this instance's name in the ring, unique and stable across restarts; also the `__metrics_gen_instance` label of its series",
+		shownDefault: "the hostname",
+		field:        func(c *Config) any { return &c.Cluster.InstanceID }},
+	{yaml: "cluster.tokens", flag: "cluster-tokens", env: "cluster_tokens",
+		usage: "ring tokens this instance takes",
+		doc:   "ring tokens this instance takes: its share of the traces is its share of all tokens",
+		field: func(c *Config) any { return &c.Cluster.Tokens }},
+	{yaml: "cluster.heartbeat_timeout", flag: "cluster-heartbeat-timeout", env: "cluster_heartbeat_timeout",
+		usage: "a member silent this long loses its traces to the next member",
+		doc:   "a member whose ring heartbeat (every `cluster.heartbeat_period`, 1s) is older than this is skipped, and the next member takes its traces; the window in which spans for a killed member are refused",
+		field: func(c *Config) any { return &c.Cluster.HeartbeatTimeout }},
+	{yaml: "query_backend.url", flag: "query-backend-url", env: "query_backend_url", emptyMeansOff: true,
+		usage:        "Prometheus-compatible API to read from instead of the embedded store (http://prometheus:9090)",
+		doc:          "a Prometheus-compatible query API (Prometheus, Mimir's `/prometheus`, Thanos, VictoriaMetrics) that answers every read instead of the embedded store; see [Scaling out and high availability](#scaling-out-and-high-availability)",
+		shownDefault: "none: the embedded store",
+		field:        func(c *Config) any { return &c.QueryBackend.URL }},
+	{yaml: "query_backend.bearer_token_file", flag: "query-backend-bearer-token-file", env: "query_backend_bearer_token_file",
+		usage:        "file holding the bearer token sent to query_backend.url",
+		doc:          "file holding the token sent as `Authorization: Bearer` to the query backend, read at every request",
+		shownDefault: "none",
+		field:        func(c *Config) any { return &c.QueryBackend.BearerTokenFile }},
+	{yaml: "query_backend.tenant_header", flag: "query-backend-tenant-header", env: "query_backend_tenant_header",
+		usage: "header that carries the tenant to the query backend",
+		doc:   "header that carries each read's tenant to the backend (Mimir, Cortex); `\"\"` in the config file sends none",
+		field: func(c *Config) any { return &c.QueryBackend.TenantHeader }},
+	{yaml: "query_backend.timeout", flag: "query-backend-timeout", env: "query_backend_timeout",
+		usage: "bound of one request to the query backend",
+		doc:   "bound of one request to the query backend",
+		field: func(c *Config) any { return &c.QueryBackend.Timeout }},
 }
 
 // EnvKeys are the keys the plugin reads from GF_PLUGIN_<KEY> (lower
@@ -142,6 +187,8 @@ func (s setting) set(c *Config, value string) error {
 		*p, err = strconv.ParseInt(value, 10, 64)
 	case *budget.Bytes:
 		*p, err = budget.ParseBytes(value)
+	case *[]string:
+		*p = splitList(value)
 	case *remotewrite.Config:
 		// remotewrite's errors name the entry and say what is wrong.
 		*p, err = remotewrite.FromURLs(splitList(value))

@@ -3,29 +3,41 @@ package config
 import (
 	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 )
 
 // TestSettingsAreConfigsKeys: each setting points at the field its YAML
-// key names, every top-level key that is not a section has a setting, and
-// no two settings share a name.
+// key names (a top-level key, or a key of a section), every top-level key
+// that is not a section has a setting, and no two settings share a name.
 func TestSettingsAreConfigsKeys(t *testing.T) {
 	var c Config
 	v := reflect.ValueOf(&c).Elem()
 	fields := map[string]reflect.Value{}
+	inSections := map[string]reflect.Value{}
 	for i := 0; i < v.NumField(); i++ {
-		key, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		key := yamlKey(v.Type().Field(i))
 		if v.Field(i).Kind() != reflect.Struct {
 			fields[key] = v.Field(i)
+			continue
+		}
+		for j := 0; j < v.Field(i).NumField(); j++ {
+			if f := v.Field(i).Type().Field(j); f.IsExported() {
+				inSections[key+"."+yamlKey(f)] = v.Field(i).Field(j)
+			}
 		}
 	}
 	names := map[string]string{}
 	for _, s := range settings {
 		f, ok := fields[s.yaml]
 		if !ok {
-			t.Errorf("setting %s: no top-level scalar key %s", s.yaml, s.yaml)
+			f, ok = inSections[s.yaml]
+		}
+		if !ok {
+			t.Errorf("setting %s: no key %s", s.yaml, s.yaml)
 			continue
 		}
 		if p := reflect.ValueOf(s.field(&c)); p.Pointer() != f.Addr().Pointer() || p.Elem().Type() != f.Type() {
@@ -51,6 +63,10 @@ func TestSettingsAreConfigsKeys(t *testing.T) {
 // the same value, set the same key to the same thing, and each key of the
 // table can be set both ways.
 func TestFlagsAndEnvSetEveryKey(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("t0k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	values := map[string]string{
 		"data_dir":            "/d",
 		"otlp_grpc":           "127.0.0.1:1",
@@ -66,6 +82,18 @@ func TestFlagsAndEnvSetEveryKey(t *testing.T) {
 		"memory_limit":        "1GiB",
 		"log_level":           "debug",
 		"remote_write":        "http://a:9090/api/v1/write",
+
+		"cluster.join":              "127.0.0.1:7946,127.0.0.2:7946",
+		"cluster.listen":            "127.0.0.1:7947",
+		"cluster.advertise":         "127.0.0.1",
+		"cluster.instance_id":       "node-a",
+		"cluster.tokens":            "64",
+		"cluster.heartbeat_timeout": "9s",
+
+		"query_backend.url":               "http://p:9090",
+		"query_backend.bearer_token_file": tokenFile,
+		"query_backend.tenant_header":     "X-Tenant",
+		"query_backend.timeout":           "10s",
 	}
 	var args, env []string
 	for _, s := range settings {

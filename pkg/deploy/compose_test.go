@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/loadgen"
 )
 
@@ -34,6 +35,7 @@ type composeService struct {
 	Volumes     []volumeSpec `yaml:"volumes"`
 	DependsOn   dependsOn    `yaml:"depends_on"`
 	Restart     string       `yaml:"restart"`
+	Profiles    []string     `yaml:"profiles"`
 }
 
 type buildSpec struct {
@@ -262,7 +264,88 @@ func checkCompose(f repoFiles, pi pluginInfo, d dockerfile, p *problems) compose
 	if lg, ok := c.Services["loadgen"]; ok {
 		checkLoadgen(c, lg, g, p)
 	}
+	checkRing(c, p)
 	return c
+}
+
+// checkRing: the "ring" profile's instances parse as `spangraph serve`
+// configurations that form one ring (each joins every member at its gossip
+// port, under an id of its own), write to and read from the prometheus
+// service, and its trace generator sends to every member in turn.
+func checkRing(c composeFile, p *problems) {
+	members := map[string]config.Config{}
+	for name, s := range c.Services {
+		if !slices.Contains(s.Profiles, "ring") || name == "loadgen-ring" {
+			continue
+		}
+		if len(s.Command) == 0 || s.Command[0] != "serve" {
+			p.add("compose: ring service %s does not run serve", name)
+			continue
+		}
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		f := config.RegisterFlags(fs)
+		if err := fs.Parse(s.Command[1:]); err != nil {
+			p.add("compose: %s: %v", name, err)
+			continue
+		}
+		cfg, err := f.Load()
+		if err != nil {
+			p.add("compose: %s: %v", name, err)
+			continue
+		}
+		members[name] = cfg
+	}
+	if len(members) < 3 {
+		p.add("compose: the ring profile has %d serve instances, want 3", len(members))
+	}
+	ids := map[string]string{}
+	for name, cfg := range members {
+		if other, dup := ids[cfg.Cluster.InstanceID]; dup {
+			p.add("compose: %s and %s share cluster.instance_id %q", name, other, cfg.Cluster.InstanceID)
+		}
+		ids[cfg.Cluster.InstanceID] = name
+		_, gossipPort, _ := net.SplitHostPort(cfg.Cluster.Listen)
+		for other := range members {
+			if !slices.Contains(cfg.Cluster.Join, net.JoinHostPort(other, gossipPort)) {
+				p.add("compose: %s does not join %s at %s", name, other, net.JoinHostPort(other, gossipPort))
+			}
+		}
+		if len(cfg.RemoteWrite) != 1 || !strings.HasPrefix(cfg.RemoteWrite[0].URL.String(), "http://prometheus:9090/") {
+			p.add("compose: %s does not remote-write to the prometheus service", name)
+		}
+		if cfg.QueryBackend.URL != "http://prometheus:9090" {
+			p.add("compose: %s reads from %q, want the prometheus service", name, cfg.QueryBackend.URL)
+		}
+	}
+	lg, ok := c.Services["loadgen-ring"]
+	if !ok {
+		p.add("compose: no loadgen-ring service in the ring profile")
+		return
+	}
+	vals, err := parseLoadgenArgs(lg.Command[1:])
+	if err != nil {
+		p.add("compose: loadgen-ring: %v", err)
+		return
+	}
+	sent := map[string]bool{}
+	for _, e := range strings.Split(vals["endpoint"], ",") {
+		u, err := url.Parse(e)
+		if err != nil {
+			p.add("compose: loadgen-ring: --endpoint %q is not a URL", e)
+			continue
+		}
+		cfg, ok := members[u.Hostname()]
+		if _, port, _ := net.SplitHostPort(cfg.OTLPHTTP); !ok || u.Port() != port {
+			p.add("compose: loadgen-ring sends to %s, which is no ring member's OTLP/HTTP port", e)
+		}
+		sent[u.Hostname()] = true
+	}
+	for name := range members {
+		if !sent[name] {
+			p.add("compose: loadgen-ring sends nothing to %s", name)
+		}
+	}
 }
 
 func publishes(s composeService, port string) bool {

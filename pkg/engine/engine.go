@@ -19,6 +19,7 @@ import (
 
 	"github.com/spangraph/spangraph/pkg/auth"
 	"github.com/spangraph/spangraph/pkg/budget"
+	"github.com/spangraph/spangraph/pkg/cluster"
 	"github.com/spangraph/spangraph/pkg/config"
 	"github.com/spangraph/spangraph/pkg/limits"
 	"github.com/spangraph/spangraph/pkg/otlp"
@@ -95,9 +96,12 @@ type Engine struct {
 	logger   *slog.Logger
 	promReg  prometheus.Registerer
 	receiver *receiver.Receiver
-	auth     *auth.Authenticator
-	limits   *limits.Limits
-	now      func() time.Time // the clock of idle timeouts; tests move it
+	// cluster is the ring this instance shards spans over, nil when it
+	// runs alone.
+	cluster *cluster.Cluster
+	auth    *auth.Authenticator
+	limits  *limits.Limits
+	now     func() time.Time // the clock of idle timeouts; tests move it
 
 	mu         sync.RWMutex
 	slots      map[string]*slot        // open tenants, and those being opened or closed
@@ -159,6 +163,10 @@ func New(cfg config.Config, logger *slog.Logger, promReg prometheus.Registerer) 
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Cluster.Enabled() {
+		// Until it is in the ring it cannot know which traces are its own.
+		r.AwaitRouter()
+	}
 	e.receiver = r
 	e.live.Store(&cfg)
 	reloadSuccessful.Set(1)
@@ -209,6 +217,10 @@ func (e *Engine) Start() error {
 	if err := e.receiver.Start(); err != nil {
 		return err
 	}
+	if err := e.joinRing(); err != nil {
+		e.receiver.Stop(context.Background())
+		return err
+	}
 	for _, l := range []struct{ key, addr string }{{"otlp_grpc", e.receiver.GRPCAddr()}, {"otlp_http", e.receiver.HTTPAddr()}} {
 		if l.addr != "" && auth.Exposed(l.addr) && !e.auth.Enabled() {
 			e.logger.Warn("an OTLP receiver listens beyond this machine with authentication off: anyone who reaches it writes into any tenant; configure auth.tenants or listen on 127.0.0.1",
@@ -230,6 +242,42 @@ func (e *Engine) Start() error {
 	}
 	e.started.Store(true)
 	return nil
+}
+
+// joinRing makes the instance a member of its ring, when one is
+// configured, and lets the receiver route spans by it.
+func (e *Engine) joinRing() error {
+	if !e.cfg.Cluster.Enabled() {
+		return nil
+	}
+	addr, err := cluster.ForwardAddr(e.cfg.Cluster, e.receiver.GRPCAddr())
+	if err != nil {
+		return err
+	}
+	c, err := cluster.New(e.cfg.Cluster, addr, e.logger.With("component", "cluster"), e.promReg)
+	if err != nil {
+		return err
+	}
+	e.receiver.SetRouter(c)
+	ctx, cancel := context.WithTimeout(context.Background(), ringJoinTimeout)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		return fmt.Errorf("%w (within %s; check cluster.listen, cluster.advertise and that the members in cluster.join can reach this instance's gossip port)", err, ringJoinTimeout)
+	}
+	e.cluster = c
+	e.receiver.StartRouting()
+	return nil
+}
+
+// ringJoinTimeout bounds the wait to see this instance ACTIVE in its ring.
+const ringJoinTimeout = time.Minute
+
+// Ring returns this instance's view of its ring; false when it runs alone.
+func (e *Engine) Ring() (cluster.Health, bool) {
+	if e.cluster == nil {
+		return cluster.Health{}, false
+	}
+	return e.cluster.Health(), true
 }
 
 // Ready says why the engine cannot take spans and queries yet, or any
@@ -255,6 +303,13 @@ func (e *Engine) Stop(ctx context.Context) {
 	e.reloadMu.Unlock()
 	if stopped {
 		return
+	}
+	if e.cluster != nil {
+		// Out of the ring first, so that the others stop forwarding here
+		// before the receiver closes: a clean stop refuses nothing.
+		if err := e.cluster.Stop(ctx); err != nil {
+			e.logger.Warn("leaving the ring did not finish cleanly; the others skip this instance once its heartbeat is cluster.heartbeat_timeout old", "err", err)
+		}
 	}
 	e.receiver.Stop(ctx)
 	close(e.stop)

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spangraph/spangraph/pkg/cluster"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/servicegraph"
 )
@@ -22,6 +23,8 @@ type Health struct {
 	Tenant TenantStatus `json:"tenant"`
 	// Open describes the tenant while it is open; nil otherwise.
 	Open *OpenHealth `json:"open,omitempty"`
+	// Ring is this instance's view of its ring; nil when it runs alone.
+	Ring *cluster.Health `json:"ring,omitempty"`
 }
 
 // Receiver is one OTLP listener: the address configured under Key and
@@ -60,6 +63,9 @@ func (h Health) OK() bool {
 	if h.Tenant.State == TenantQuarantined {
 		return false
 	}
+	if h.Ring != nil && h.Ring.State != "ACTIVE" {
+		return false
+	}
 	if o := h.Open; o != nil && (o.CollectionLate || (o.EdgeStore != nil && o.EdgeStore.Dropped > 0)) {
 		return false
 	}
@@ -69,6 +75,9 @@ func (h Health) OK() bool {
 // Health returns tenant's health. It never opens the tenant.
 func (e *Engine) Health(tenant string) Health {
 	h := Health{SpansReceived: e.receiver.Received(), Tenant: e.TenantStatus(tenant)}
+	if ring, ok := e.Ring(); ok {
+		h.Ring = &ring
+	}
 	for _, r := range []Receiver{
 		{Name: "OTLP gRPC", Key: "otlp_grpc", Want: e.cfg.OTLPGRPC, Bound: e.receiver.GRPCAddr()},
 		{Name: "OTLP HTTP", Key: "otlp_http", Want: e.cfg.OTLPHTTP, Bound: e.receiver.HTTPAddr()},

@@ -10,6 +10,7 @@ import (
 	"github.com/grafana/grafana-plugin-sdk-go/backend"
 
 	"github.com/spangraph/spangraph/pkg/auth"
+	"github.com/spangraph/spangraph/pkg/cluster"
 	"github.com/spangraph/spangraph/pkg/engine"
 	"github.com/spangraph/spangraph/pkg/remotewrite"
 	"github.com/spangraph/spangraph/pkg/tenant"
@@ -82,11 +83,40 @@ func (i *Instance) CheckHealth(ctx context.Context, _ *backend.CheckHealthReques
 		}
 	}
 
+	if r := h.Ring; r != nil {
+		parts = append(parts, ringHealth(*r))
+	}
+	if b := i.svc.backend; b != nil {
+		if err := b.Check(ctx); err != nil {
+			ok = false
+			parts = append(parts, fmt.Sprintf("reads go to query_backend %s, which does not answer: %v", b, err))
+		} else {
+			parts = append(parts, fmt.Sprintf("reads go to query_backend %s", b))
+		}
+	}
+
 	status := backend.HealthStatusOk
 	if !ok {
 		status = backend.HealthStatusError
 	}
 	return &backend.CheckHealthResult{Status: status, Message: strings.Join(parts, "; ")}, nil
+}
+
+// ringHealth describes the ring as this instance sees it.
+func ringHealth(r cluster.Health) string {
+	var members []string
+	for _, m := range r.Members {
+		state := m.State
+		if !m.Healthy && m.State == "ACTIVE" {
+			state = "no heartbeat since " + m.LastHeartbeat.UTC().Format(time.TimeOnly)
+		}
+		members = append(members, fmt.Sprintf("%s %s %.0f %%", m.ID, state, 100*m.OwnedFraction))
+	}
+	msg := fmt.Sprintf("ring: %d members, %d healthy (%s)", len(r.Members), r.Healthy, strings.Join(members, ", "))
+	if r.State != "ACTIVE" {
+		msg = fmt.Sprintf("this instance (%s) is not ACTIVE in its ring but %q: its spans cannot be routed; ", r.InstanceID, r.State) + msg
+	}
+	return msg
 }
 
 func (i *Instance) howToSend() string {

@@ -54,6 +54,9 @@ type Options struct {
 type Service struct {
 	eng     *engine.Engine
 	querier *query.Querier
+	// backend is query_backend, which every read goes to; nil: the
+	// embedded store.
+	backend *query.Backend
 	// exemplars reads exemplars; the querier's, replaced in tests that
 	// need it to fail.
 	exemplars func(ctx context.Context, tenant, expr string, start, end time.Time) ([]query.ExemplarSeries, error)
@@ -72,9 +75,19 @@ func New(eng *engine.Engine, opts Options) *Service {
 		opts.Query = eng.Config().Query
 	}
 	q := query.NewQuerier(eng, opts.Query, logger, opts.Registerer)
+	var backend *query.Backend
+	if bc := eng.Config().QueryBackend; bc.Enabled() {
+		b, err := query.NewBackend(bc, opts.Registerer)
+		if err != nil {
+			return Failed(err)
+		}
+		q.UseBackend(b)
+		backend = b
+	}
 	return &Service{
 		eng:       eng,
 		querier:   q,
+		backend:   backend,
 		exemplars: q.Exemplars,
 		logger:    logger,
 		spans:     newRateTracker(eng.Receiver().Received, time.Minute, 12),
@@ -98,6 +111,9 @@ func Failed(err error) *Service {
 func (s *Service) Close() {
 	if s.spans != nil {
 		s.spans.stop()
+	}
+	if s.backend != nil {
+		s.backend.Close()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -69,11 +70,18 @@ type origin struct {
 // routerBox lets SetRouter swap a Router atomically.
 type routerBox struct{ Router }
 
-// SetRouter makes the receiver shard spans with rt from now on.
+// SetRouter gives the receiver the ring to shard spans with. Until
+// StartRouting it refuses spans from senders, retryably, and processes
+// those the ring's members forward to it: an instance that is joining
+// cannot know yet which traces are its own, but what others forward is.
 func (r *Receiver) SetRouter(rt Router) { r.router.Store(&routerBox{rt}) }
 
+// StartRouting makes the receiver shard spans with the router from now
+// on: call it once the instance is in the ring.
+func (r *Receiver) StartRouting() { r.routing.Store(true) }
+
 // AwaitRouter makes the receiver refuse spans, with a retryable answer,
-// until SetRouter is called: an instance that will be in a ring must not
+// until it routes them: an instance that will be in a ring must not
 // process spans it does not own while it joins. Call it before Start.
 func (r *Receiver) AwaitRouter() { r.awaitRouter = true }
 
@@ -219,8 +227,7 @@ func (r *Receiver) route(rt Router, o origin, tenant, protocol string, b *otlp.B
 	}
 	if failed > 0 {
 		r.refuse(tenant, protocol, ReasonForwardFailed, failed)
-		r.logger.Warn("spans could not be forwarded to the ring instance that owns their trace; they were refused",
-			"tenant", tenant, "spans", failed, "err", firstErr)
+		r.warnForwardFailed(tenant, failed, firstErr)
 		if local == 0 && allFailed(parts) {
 			// Nothing was accepted anywhere: the sender may retry it all.
 			return 0, "", &forwardError{err: firstErr}
@@ -232,6 +239,19 @@ func (r *Receiver) route(rt Router, o origin, tenant, protocol string, b *otlp.B
 		b.Release()
 	}
 	return rejected, reason, nil
+}
+
+// warnForwardFailed logs failed forwards at most once a second: while a
+// killed member's heartbeat times out every request fails alike.
+func (r *Receiver) warnForwardFailed(tenant string, spans int, err error) {
+	r.forwardFails.Add(int64(spans))
+	now := time.Now().UnixNano()
+	last := r.forwardLogged.Load()
+	if now-last < int64(time.Second) || !r.forwardLogged.CompareAndSwap(last, now) {
+		return
+	}
+	r.logger.Warn("spans could not be forwarded to the ring instance that owns their trace; the senders were told they were refused (spangraph_receiver_spans_rejected_total{reason=\"forward_failed\"}); a member that died is skipped once its heartbeat is cluster.heartbeat_timeout old",
+		"tenant", tenant, "spans_since_last_message", r.forwardFails.Swap(0), "err", err)
 }
 
 func allFailed(parts []part) bool {
@@ -260,9 +280,11 @@ func (e *forwardError) GRPCStatus() *status.Status { return status.New(codes.Una
 func (r *Receiver) routerOf(o origin) (Router, error) {
 	box := r.router.Load()
 	switch {
-	case box != nil && !o.forwarded:
+	case o.forwarded:
+		return nil, nil
+	case box != nil && r.routing.Load():
 		return box.Router, nil
-	case box == nil && r.awaitRouter:
+	case r.awaitRouter || box != nil:
 		return nil, errJoining
 	}
 	return nil, nil

@@ -116,6 +116,7 @@ func pair(t *testing.T, access Access) (rings [2]*parityRing, recs [2]*traceReco
 	for i := range 2 {
 		rings[i] = &parityRing{self: i, addrs: [2]string{rcvs[0].GRPCAddr(), rcvs[1].GRPCAddr()}, members: map[string]bool{"127.0.0.1": true}}
 		rcvs[i].SetRouter(rings[i])
+		rcvs[i].StartRouting()
 	}
 	return rings, recs, rcvs
 }
@@ -244,11 +245,27 @@ func TestAwaitRouter(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "joining the ring") {
 		t.Fatalf("before the ring: HTTP %d %s, want 503", resp.StatusCode, body)
 	}
+	// Joining: the members' forwards are taken, the senders' still not.
 	r.SetRouter(&parityRing{self: 0, addrs: [2]string{r.GRPCAddr(), r.GRPCAddr()}, members: map[string]bool{"127.0.0.1": true}})
+	conn, err := grpc.NewClient(r.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), ForwardedKey, "b")
+	if _, err := coltracepb.NewTraceServiceClient(conn).Export(ctx, traces(1, time.Now())); err != nil {
+		t.Errorf("a member's forward while joining: %v", err)
+	}
+	resp, body = post(t, r, http.MethodPost, map[string]string{"Content-Type": "application/x-protobuf"}, otlptest.Marshal(t, traces(1, time.Now())))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a sender while joining: HTTP %d %s, want 503", resp.StatusCode, body)
+	}
+	r.StartRouting()
 	resp, body = post(t, r, http.MethodPost, map[string]string{"Content-Type": "application/x-protobuf"}, otlptest.Marshal(t, spans(3, time.Now())))
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the ring: HTTP %d %s", resp.StatusCode, body)
 	}
+	waitFor(t, func() bool { return rec.count("single-tenant") == 5 })
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -242,7 +242,11 @@ type Receiver struct {
 	received atomic.Int64 // spans accepted, for health
 
 	router      atomic.Pointer[routerBox]
+	routing     atomic.Bool
 	awaitRouter bool
+	// forwardFails and forwardLogged pace the log of failed forwards.
+	forwardFails  atomic.Int64
+	forwardLogged atomic.Int64
 }
 
 // New returns a receiver that admits requests by access and feeds

@@ -8,6 +8,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,30 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // Close stops the server and its connections.
 func (s *Server) Close() error { return s.srv.Close() }
 
+// health is the engine's health of a tenant and, with query_backend set,
+// whether the backend answers.
+type health struct {
+	engine.Health
+	QueryBackend *queryBackendHealth `json:"query_backend,omitempty"`
+}
+
+type queryBackendHealth struct {
+	URL       string `json:"url"`
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+}
+
+func backendHealth(ctx context.Context, b *query.Backend) *queryBackendHealth {
+	if b == nil {
+		return nil
+	}
+	h := &queryBackendHealth{URL: b.String(), Reachable: true}
+	if err := b.Check(ctx); err != nil {
+		h.Reachable, h.Error = false, err.Error()
+	}
+	return h
+}
+
 // Handler is the read API's routes:
 //   - /api/v1/…: the Prometheus-compatible API; a request reads the tenant
 //     its credentials (or, with auth off, X-Scope-OrgID) name, and a
@@ -100,7 +125,7 @@ func Handler(eng *engine.Engine, q *query.Querier) http.Handler {
 			t = tenant.Default
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(eng.Health(t))
+		_ = json.NewEncoder(w).Encode(health{Health: eng.Health(t), QueryBackend: backendHealth(r.Context(), q.Backend())})
 	})))
 	mux.Handle("/-/reload", a.OperatorMiddleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Prometheus' lifecycle endpoint, with its answers.

@@ -60,7 +60,13 @@ type process struct {
 
 func startServer(t *testing.T, bin, dataDir string, extra ...string) *process {
 	t.Helper()
-	s := &process{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t), log: &otlptest.LogBuffer{}}
+	return startServerOn(t, bin, dataDir, &process{grpc: freePort(t), otlpHTTP: freePort(t), http: freePort(t)}, extra...)
+}
+
+// startServerOn starts a server on the ports of s.
+func startServerOn(t *testing.T, bin, dataDir string, s *process, extra ...string) *process {
+	t.Helper()
+	s.log = &otlptest.LogBuffer{}
 	args := append([]string{"serve", "--data-dir", dataDir, "--otlp-grpc", s.grpc, "--otlp-http", s.otlpHTTP,
 		"--http", s.http, "--collection-interval", "1s"}, extra...)
 	s.cmd = exec.Command(bin, args...)

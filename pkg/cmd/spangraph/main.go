@@ -191,6 +191,15 @@ func serve(ctx context.Context, args []string, demo bool) error {
 	}()
 
 	q := query.NewQuerier(eng, cfg.Query, logger.With("component", "query"), prometheus.DefaultRegisterer)
+	if cfg.QueryBackend.Enabled() {
+		b, err := query.NewBackend(cfg.QueryBackend, prometheus.DefaultRegisterer)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		q.UseBackend(b)
+		logger.Info("reads go to the query backend", "url", b.String())
+	}
 	srv, err := server.Start(eng, q, logger)
 	if err != nil {
 		return err

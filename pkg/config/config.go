@@ -200,6 +200,9 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
 	}
+	if c.Cluster.Enabled() && c.Receiver.TLS.CertFile != "" {
+		return errors.New("cluster.join: ring members forward spans to each other's OTLP/gRPC listener in plain text, which receiver.tls would refuse; TLS between members is not supported yet: keep the ring on a private network without receiver.tls, or run one instance")
+	}
 	if err := c.Receiver.Validate("receiver"); err != nil {
 		return err
 	}

@@ -44,6 +44,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"max_tenants: 0", "max_tenants"},
 		{"query:\n  max_samples: -1", "query.max_samples: must be positive"},
 		{"query:\n  max_depth: deep", "cannot unmarshal"},
+		{"cluster:\n  join: [a:7946]\n  tokens: 0", "cluster.tokens"},
+		{"cluster:\n  join: [a:7946]\notlp_grpc: ''", "otlp_grpc: a ring member forwards spans"},
+		{"cluster:\n  join: [a:7946]\nreceiver:\n  tls:\n    cert_file: c.pem\n    key_file: k.pem", "cluster.join: ring members forward spans"},
+		{"query_backend:\n  url: ftp://p", "query_backend.url"},
+		{"query_backend:\n  bearer_token: t", "query_backend"},
 		// Syntax errors say where.
 		{"\tdata_dir: /x", "yaml: line 1: found character that cannot start any token"},
 		{"data_dir: \"/x", "yaml: line 1: found unexpected end of stream"},

@@ -68,3 +68,115 @@ func eachResourceField(msg []byte, f func([]byte)) {
 		msg = next
 	}
 }
+
+// SplitRequest splits an ExportTraceServiceRequest in protobuf wire format
+// by the part owner gives each span's trace id, appending part i to
+// parts[i], without decoding anything else: a ring member routes a request
+// at a fraction of the cost of decoding it, and only the owner of a span
+// decodes it. Spans are copied byte for byte, under a copy of their
+// resource's resource field, as AppendPart does. owner's argument is the
+// span's trace_id field as sent (any length; the owner validates it).
+// parts grows to the highest part owner returns, reusing the buffers it
+// holds beyond its length (their contents are discarded); scratch is
+// reused between calls. Framing is checked down to the spans' fields; a
+// request that fails returns an error: decoding it says what is wrong.
+func SplitRequest(data []byte, owner func(traceID []byte) int, parts [][]byte, scratch *[]SplitSpan) ([][]byte, error) {
+	out := parts
+	for rest := data; len(rest) > 0; {
+		num, typ, rs, _, next, err := field(rest)
+		if err != nil {
+			return out, err
+		}
+		rest = next
+		if num != 1 || typ != protowire.BytesType {
+			continue
+		}
+		spans, err := spansOf(rs, (*scratch)[:0], owner)
+		*scratch = spans
+		if err != nil {
+			return out, err
+		}
+		for _, sp := range spans {
+			for int(sp.part) >= len(out) {
+				if len(out) < cap(out) {
+					out = out[:len(out)+1]
+					out[len(out)-1] = out[len(out)-1][:0]
+				} else {
+					out = append(out, nil)
+				}
+			}
+		}
+		resLen := 0
+		eachResourceField(rs, func(f []byte) { resLen += len(f) })
+		for p := range out {
+			scopeLen := 0
+			for _, sp := range spans {
+				if sp.part == int32(p) {
+					scopeLen += 1 + protowire.SizeBytes(len(sp.msg))
+				}
+			}
+			if scopeLen == 0 {
+				continue
+			}
+			dst := out[p]
+			dst = protowire.AppendTag(dst, 1, protowire.BytesType)
+			dst = protowire.AppendVarint(dst, uint64(resLen+1+protowire.SizeBytes(scopeLen)))
+			eachResourceField(rs, func(f []byte) { dst = append(dst, f...) })
+			dst = protowire.AppendTag(dst, 2, protowire.BytesType)
+			dst = protowire.AppendVarint(dst, uint64(scopeLen))
+			for _, sp := range spans {
+				if sp.part == int32(p) {
+					dst = protowire.AppendTag(dst, 2, protowire.BytesType)
+					dst = protowire.AppendBytes(dst, sp.msg)
+				}
+			}
+			out[p] = dst
+		}
+	}
+	return out, nil
+}
+
+// SplitSpan is one span of a resource as SplitRequest routes it.
+type SplitSpan struct {
+	msg  []byte
+	part int32
+}
+
+// spansOf appends the spans of a ResourceSpans message to dst, each with
+// the part owner gives its trace id (the last trace_id field, as decoding
+// keeps), checking the framing of the scopes, the spans and their fields.
+func spansOf(rs []byte, dst []SplitSpan, owner func([]byte) int) ([]SplitSpan, error) {
+	for rest := rs; len(rest) > 0; {
+		num, typ, ss, _, next, err := field(rest)
+		if err != nil {
+			return dst, err
+		}
+		rest = next
+		if num != 2 || typ != protowire.BytesType {
+			continue
+		}
+		for r := ss; len(r) > 0; {
+			num, typ, span, _, next, err := field(r)
+			if err != nil {
+				return dst, err
+			}
+			r = next
+			if num != 2 || typ != protowire.BytesType {
+				continue
+			}
+			var id []byte
+			for f := span; len(f) > 0; {
+				num, typ, v, _, next, err := field(f)
+				if err != nil {
+					return dst, err
+				}
+				if num == 1 && typ == protowire.BytesType {
+					id = v
+				}
+				f = next
+			}
+			dst = append(dst, SplitSpan{msg: span, part: int32(owner(id))})
+		}
+	}
+	return dst, nil
+}

@@ -168,3 +168,110 @@ func BenchmarkAppendPart(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch.SpanCount), "ns/span")
 }
+
+// checkSplit splits data into n parts by trace id with SplitRequest,
+// decodes each part and checks it holds exactly the spans of the whole
+// request's decoding that its trace ids give it, unchanged.
+func checkSplit(data []byte, n int) error {
+	whole := GetBatch()
+	defer whole.Release()
+	if err := whole.DecodeProto(data); err != nil {
+		return nil // nothing to compare with; SplitRequest may refuse it or not
+	}
+	partOf := func(id [16]byte) int { return int(id[0]^id[15]) % n }
+	var scratch []SplitSpan
+	parts, err := SplitRequest(data, func(raw []byte) int {
+		var id [16]byte
+		copy(id[:], raw)
+		return partOf(id)
+	}, make([][]byte, n), &scratch)
+	if err != nil {
+		return fmt.Errorf("SplitRequest refuses what DecodeProto takes: %v", err)
+	}
+	want := make([][]Span, n)
+	wantRes := make([][][]KeyValue, n)
+	for ri := range whole.Resources {
+		for _, s := range whole.Resources[ri].Spans {
+			p := partOf(s.TraceID)
+			want[p] = append(want[p], s)
+			wantRes[p] = append(wantRes[p], whole.Resources[ri].Attributes)
+		}
+	}
+	for p := range n {
+		got := GetBatch()
+		if err := got.DecodeProto(parts[p]); err != nil {
+			got.Release()
+			return fmt.Errorf("part %d does not decode: %v", p, err)
+		}
+		i := 0
+		for ri := range got.Resources {
+			for si := range got.Resources[ri].Spans {
+				if i >= len(want[p]) {
+					got.Release()
+					return fmt.Errorf("part %d has more spans than the %d it should", p, len(want[p]))
+				}
+				if err := sameSpan(&got.Resources[ri].Spans[si], &want[p][i]); err != nil {
+					got.Release()
+					return fmt.Errorf("part %d span %d: %v", p, i, err)
+				}
+				if !sameAttrs(got.Resources[ri].Attributes, wantRes[p][i]) {
+					got.Release()
+					return fmt.Errorf("part %d span %d: resource differs", p, i)
+				}
+				i++
+			}
+		}
+		got.Release()
+		if i != len(want[p]) {
+			return fmt.Errorf("part %d: %d spans, want %d", p, i, len(want[p]))
+		}
+	}
+	return nil
+}
+
+func TestSplitRequest(t *testing.T) {
+	rs := appendMsg(nil, 2, mustMarshal(scopeSpans("s", simpleSpan(3, tracepb.Span_SPAN_KIND_SERVER), simpleSpan(4, tracepb.Span_SPAN_KIND_CLIENT))))
+	rs = appendMsg(rs, 1, mustMarshal(&resourcepb.Resource{Attributes: []*commonpb.KeyValue{kv("service.name", strV("late"))}}))
+	for name, data := range map[string][]byte{
+		"realistic":                         mustMarshal(realisticRequest(30, 6, 5, 11)),
+		"resource after its spans":          appendMsg(nil, 1, rs),
+		"several scopes, odd ids, no spans": mustMarshal(request(resourceSpans(nil, scopeSpans("a", simpleSpan(1, tracepb.Span_SPAN_KIND_SERVER)), scopeSpans("b"), scopeSpans("c", simpleSpan(2, tracepb.Span_SPAN_KIND_CLIENT))), resourceSpans(nil))),
+	} {
+		for n := 1; n <= 4; n++ {
+			if err := checkSplit(data, n); err != nil {
+				t.Errorf("%s, %d parts: %v", name, n, err)
+			}
+		}
+	}
+	var scratch []SplitSpan
+	if _, err := SplitRequest([]byte{0x0a, 0xff}, func([]byte) int { return 0 }, make([][]byte, 2), &scratch); err == nil {
+		t.Error("a truncated request split without error")
+	}
+}
+
+func BenchmarkSplitRequest(b *testing.B) {
+	data := mustMarshal(realisticRequest(100, 8, 10, 1))
+	whole := GetBatch()
+	if err := whole.DecodeProto(data); err != nil {
+		b.Fatal(err)
+	}
+	spans := whole.SpanCount
+	whole.Release()
+	parts := make([][]byte, 3)
+	for i := range parts {
+		parts[i] = make([]byte, 0, len(data))
+	}
+	var scratch []SplitSpan
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range parts {
+			parts[i] = parts[i][:0]
+		}
+		var err error
+		if parts, err = SplitRequest(data, func(id []byte) int { return int(id[len(id)-1]) % 3 }, parts, &scratch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*spans), "ns/span")
+}

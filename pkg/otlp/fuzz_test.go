@@ -63,7 +63,11 @@ func FuzzDecodeProto(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		// What a ring forwards decodes to the same spans.
+		// What a ring forwards decodes to the same spans, split after
+		// decoding (AppendPart) or before (SplitRequest).
+		if err := checkSplit(data, 3); err != nil {
+			t.Fatal(err)
+		}
 		if err := checkParts(b, 3, rand.New(rand.NewPCG(uint64(len(data)), 3))); err != nil {
 			t.Fatal(err)
 		}

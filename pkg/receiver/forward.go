@@ -36,9 +36,9 @@ type Router interface {
 
 // ForwardedKey is the gRPC metadata key that marks a request forwarded by
 // another instance of the ring, with that instance's id as its value. A
-// forwarded request is never forwarded again, and the per-tenant limits,
-// applied where the request came in, are not applied twice. The mark is
-// honoured only from ring members: from anyone else it is ignored.
+// forwarded request is processed where it arrives, never forwarded again.
+// The mark is honoured only from ring members: from anyone else it is
+// ignored, so that a sender cannot skip routing.
 const ForwardedKey = "x-spangraph-forwarded"
 
 // ReasonForwardFailed counts spans that could not be handed to the
@@ -112,7 +112,7 @@ func firstMD(md metadata.MD, key string) string {
 	return ""
 }
 
-// part is the spans of a batch that one other instance owns.
+// part is the spans of a request that one other instance owns.
 type part struct {
 	addr  string
 	spans int
@@ -123,76 +123,190 @@ type part struct {
 	err      error
 }
 
-// partsPool keeps the per-span part numbers between requests.
-var partsPool = sync.Pool{New: func() any { return new([]uint16) }}
+// plan is a request's parts for other instances, encoded; the rest stays
+// here. Its bodies hold memory of their own, charged to max_queue_bytes
+// like the request, until release.
+type plan struct {
+	rt    Router
+	parts []part
+	size  int64
+	// bufs are the pooled buffers: [0] the local part of a raw request,
+	// [i] part i's body.
+	bufs *[][]byte
+}
 
-// route splits b by the owner of each span's trace, queues the spans this
-// instance owns and forwards the others, each part to its owner at once.
-// It takes ownership of b unless it returns an error.
-//
-// The sender's answer covers the whole request. Parts are encoded before
-// anything is queued, and the local part is queued before anything is
-// forwarded: a refusal there leaves nothing accepted, so the sender may
-// retry all. A part that cannot be delivered is refused alone with
-// partial_success (and counted as forward_failed), since retrying the
-// request would count the delivered parts twice; when nothing at all was
-// delivered the refusal is retryable.
-func (r *Receiver) route(rt Router, o origin, tenant, protocol string, b *otlp.Batch) (rejected int, reason string, err error) {
+// partsPool keeps the per-span part numbers between requests, splitPool
+// SplitRequest's scratch, bodyPool the encoded parts: allocating them
+// afresh was a third of the cost of routing a request.
+var (
+	partsPool = sync.Pool{New: func() any { return new([]uint16) }}
+	splitPool = sync.Pool{New: func() any { return new([]otlp.SplitSpan) }}
+	bodyPool  = sync.Pool{New: func() any { return &[][]byte{nil} }}
+)
+
+func newPlan(rt Router) *plan {
+	bufs := bodyPool.Get().(*[][]byte)
+	*bufs = (*bufs)[:1] // never empty: [0] is the local part's
+	(*bufs)[0] = (*bufs)[0][:0]
+	return &plan{rt: rt, bufs: bufs}
+}
+
+// body returns the buffer of part i (0: the local part), empty.
+func (pl *plan) body(i int) []byte {
+	b := *pl.bufs
+	for len(b) <= i {
+		if len(b) < cap(b) {
+			b = b[:len(b)+1]
+		} else {
+			b = append(b, nil)
+		}
+	}
+	*pl.bufs = b
+	return b[i][:0]
+}
+
+// partFor returns the number of addr's part in pl, 0 for this instance,
+// adding a part the first time.
+func (pl *plan) partFor(tenant string, id [16]byte) int {
+	addr, self, err := pl.rt.Owner(tenant, id)
+	if err != nil || self {
+		// With no healthy owner in view this instance is the best place
+		// left for the span.
+		return 0
+	}
+	for i := range pl.parts {
+		if pl.parts[i].addr == addr {
+			pl.parts[i].spans++
+			return i + 1
+		}
+	}
+	pl.parts = append(pl.parts, part{addr: addr, spans: 1})
+	return len(pl.parts)
+}
+
+// charge reserves the bodies' memory; false when max_queue_bytes has no
+// room.
+func (r *Receiver) charge(pl *plan, holding int64) bool {
+	for _, p := range pl.parts {
+		pl.size += int64(len(p.body))
+	}
+	if !r.gate.Reserve(pl.size, holding+pl.size) {
+		pl.size = 0
+		return false
+	}
+	return true
+}
+
+// release gives the bodies' memory back.
+func (r *Receiver) release(pl *plan) {
+	for i := range pl.parts {
+		(*pl.bufs)[i+1] = pl.parts[i].body[:0]
+	}
+	bodyPool.Put(pl.bufs)
+	if pl.size > 0 {
+		r.gate.Free(pl.size)
+	}
+}
+
+// planBatch splits a decoded batch by the owner of each span's trace:
+// the parts of other instances are encoded (AppendPart) into the plan and
+// removed from b. It returns nil when b is all this instance's.
+func (r *Receiver) planBatch(rt Router, tenant, protocol string, b *otlp.Batch) (*plan, error) {
 	pp := partsPool.Get().(*[]uint16)
 	defer partsPool.Put(pp)
 	owner := (*pp)[:0]
-	var parts []part
+	pl := newPlan(rt)
 	for ri := range b.Resources {
 		for si := range b.Resources[ri].Spans {
-			addr, self, err := rt.Owner(tenant, b.Resources[ri].Spans[si].TraceID)
-			if err != nil || self {
-				// With no healthy owner in view this instance is the
-				// best place left for the span.
-				owner = append(owner, 0)
-				continue
-			}
-			i := 0
-			for i < len(parts) && parts[i].addr != addr {
-				i++
-			}
-			if i == len(parts) {
-				parts = append(parts, part{addr: addr})
-			}
-			parts[i].spans++
-			owner = append(owner, uint16(i+1))
+			owner = append(owner, uint16(pl.partFor(tenant, b.Resources[ri].Spans[si].TraceID)))
 		}
 	}
 	*pp = owner
-	if len(parts) == 0 {
-		return 0, "", r.enqueue(tenant, protocol, b)
+	if len(pl.parts) == 0 {
+		r.release(pl)
+		return nil, nil
 	}
+	for i := range pl.parts {
+		pl.parts[i].body = b.AppendPart(pl.body(i+1), owner, uint16(i+1))
+	}
+	if !r.charge(pl, b.Reserved()) {
+		r.release(pl)
+		return nil, r.refuseFull(protocol, b.SpanCount)
+	}
+	k := 0
+	b.Filter(func(*otlp.ResourceSpans, *otlp.Span) bool { k++; return owner[k-1] == 0 })
+	return pl, nil
+}
 
-	// The bodies outlive b, which a worker may release as soon as the
-	// local part is queued: they hold memory of their own, charged to
-	// max_queue_bytes like the request.
-	size := 0
-	for i := range parts {
-		parts[i].body = b.AppendPart(nil, owner, uint16(i+1))
-		size += len(parts[i].body)
+// planRaw splits a protobuf request by the owner of each span's trace
+// before anything is decoded (otlp.SplitRequest): the parts of other
+// instances are forwarded as they are, and only this instance's part is
+// decoded, into the batch it returns in place of b, which it releases.
+// Decoding is the larger part of what a span costs, so a ring member no
+// longer decodes the spans it forwards. On a framing error, or when the
+// request is all this instance's, it returns b and no plan, and b is
+// decoded whole as without a ring.
+func (r *Receiver) planRaw(rt Router, o origin, tenant, protocol string, b *otlp.Batch, body []byte) (*otlp.Batch, *plan, error) {
+	if rt == nil || o.forwarded {
+		return b, nil, nil
 	}
-	if !r.gate.Reserve(int64(size), b.Reserved()+int64(size)) {
-		return 0, "", r.refuseFull(protocol, b.SpanCount)
+	pl := newPlan(rt)
+	scratch := splitPool.Get().(*[]otlp.SplitSpan)
+	defer splitPool.Put(scratch)
+	var id [16]byte
+	dst, err := otlp.SplitRequest(body, func(raw []byte) int {
+		copy(id[:], raw)
+		clear(id[min(len(raw), 16):])
+		return pl.partFor(tenant, id)
+	}, *pl.bufs, scratch)
+	*pl.bufs = dst
+	local := dst[0]
+	for i := range pl.parts {
+		pl.parts[i].body = dst[i+1]
 	}
-	defer r.gate.Free(int64(size))
+	if err != nil || len(pl.parts) == 0 {
+		r.release(pl)
+		return b, nil, nil
+	}
+	if !r.charge(pl, b.Reserved()) {
+		r.release(pl)
+		return b, nil, r.refuseFull(protocol, 0)
+	}
+	lb := otlp.GetBatch()
+	lb.Charge(r.gate)
+	buf, err := lb.BufferFor(len(local))
+	if err == nil {
+		err = lb.DecodeProto(append(buf, local...))
+	}
+	if err != nil {
+		lb.Release()
+		r.release(pl)
+		return b, nil, err
+	}
+	b.Release()
+	return lb, pl, nil
+}
 
-	local := b.SpanCount
-	for i := range parts {
-		local -= parts[i].spans
-	}
-	if local > 0 {
-		k := 0
-		b.Filter(func(*otlp.ResourceSpans, *otlp.Span) bool { k++; return owner[k-1] == 0 })
-		if err := r.enqueue(tenant, protocol, b); err != nil {
+// deliver queues local (when it holds spans) and forwards the plan's
+// parts, each to its owner at once. It takes ownership of local unless it
+// returns an error, and releases pl.
+//
+// The sender's answer covers the whole request. The local part is queued
+// before anything is forwarded: a refusal there leaves nothing accepted,
+// so the sender may retry all. A part that cannot be delivered is refused
+// alone with partial_success (and counted as forward_failed), since
+// retrying the request would count the delivered parts twice; when
+// nothing at all was delivered, the refusal is the owners' (retryable,
+// unless the request is malformed).
+func (r *Receiver) deliver(pl *plan, o origin, tenant, protocol string, local *otlp.Batch) (rejected int, reason string, err error) {
+	defer r.release(pl)
+	queued := local.SpanCount
+	if queued > 0 {
+		if err := r.enqueue(tenant, protocol, local); err != nil {
 			return 0, "", err
 		}
 	}
-
-	md := map[string]string{ForwardedKey: rt.InstanceID()}
+	md := map[string]string{ForwardedKey: pl.rt.InstanceID()}
 	if o.auth != "" {
 		md["authorization"] = o.auth
 	}
@@ -200,18 +314,18 @@ func (r *Receiver) route(rt Router, o origin, tenant, protocol string, b *otlp.B
 		md["x-scope-orgid"] = o.orgID
 	}
 	var wg sync.WaitGroup
-	for i := range parts {
+	for i := range pl.parts {
 		wg.Add(1)
 		go func(p *part) {
 			defer wg.Done()
-			p.rejected, p.msg, p.err = rt.Forward(o.ctx, p.addr, md, p.body)
-		}(&parts[i])
+			p.rejected, p.msg, p.err = pl.rt.Forward(o.ctx, p.addr, md, p.body)
+		}(&pl.parts[i])
 	}
 	wg.Wait()
 
 	failed := 0
 	var firstErr error
-	for _, p := range parts {
+	for _, p := range pl.parts {
 		if p.err != nil {
 			failed += p.spans
 			if firstErr == nil {
@@ -228,15 +342,15 @@ func (r *Receiver) route(rt Router, o origin, tenant, protocol string, b *otlp.B
 	if failed > 0 {
 		r.refuse(tenant, protocol, ReasonForwardFailed, failed)
 		r.warnForwardFailed(tenant, failed, firstErr)
-		if local == 0 && allFailed(parts) {
+		if queued == 0 && allFailed(pl.parts) {
 			// Nothing was accepted anywhere: the sender may retry it all.
 			return 0, "", &forwardError{err: firstErr}
 		}
 		rejected += failed
 		reason = limits.JoinReasons(reason, fmt.Sprintf("%d spans could not be forwarded to the instance that owns their trace (%v); they were not counted", failed, firstErr))
 	}
-	if local == 0 {
-		b.Release()
+	if queued == 0 {
+		local.Release()
 	}
 	return rejected, reason, nil
 }
@@ -263,17 +377,44 @@ func allFailed(parts []part) bool {
 	return true
 }
 
-// forwardError refuses a request none of whose spans could be delivered;
-// it is a retryable Refusal: 503 / Unavailable.
+// forwardError refuses a request none of whose spans could be delivered,
+// with the owner's answer when it refused them for what they are (a
+// malformed request: 400 / InvalidArgument; a limit: 429 /
+// ResourceExhausted), else as unreachable: 503 / Unavailable. Only the
+// last is worth a retry elsewhere, and all but the first are retryable.
 type forwardError struct{ err error }
 
+func (e *forwardError) code() codes.Code {
+	switch c := status.Code(e.err); c {
+	case codes.InvalidArgument, codes.ResourceExhausted:
+		return c
+	}
+	return codes.Unavailable
+}
+
 func (e *forwardError) Error() string {
+	if e.code() == codes.InvalidArgument {
+		return fmt.Sprintf("the instance that owns the spans' traces refused them: %v", e.err)
+	}
 	return fmt.Sprintf("the spans could not be forwarded to the instance that owns their trace (%v); retry", e.err)
 }
-func (e *forwardError) Unwrap() error              { return e.err }
-func (e *forwardError) HTTPStatus() int            { return 503 }
-func (e *forwardError) RetryAfterHeader() string   { return "1" }
-func (e *forwardError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.Error()) }
+func (e *forwardError) Unwrap() error { return e.err }
+func (e *forwardError) HTTPStatus() int {
+	switch e.code() {
+	case codes.InvalidArgument:
+		return 400
+	case codes.ResourceExhausted:
+		return 429
+	}
+	return 503
+}
+func (e *forwardError) RetryAfterHeader() string {
+	if e.code() == codes.InvalidArgument {
+		return ""
+	}
+	return "1"
+}
+func (e *forwardError) GRPCStatus() *status.Status { return status.New(e.code(), e.Error()) }
 
 // routerOf returns the router to shard with, nil when spans are processed
 // here, or errJoining while the instance waits for its ring.

@@ -139,14 +139,24 @@ func TestRouteByTraceID(t *testing.T) {
 	if _, err := coltracepb.NewTraceServiceClient(conn).Export(ctx, req); err != nil {
 		t.Fatal(err)
 	}
+	// OTLP/JSON is decoded whole, then split (planBatch rather than
+	// planRaw).
+	js, err := otlp.MarshalJSON(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body = post(t, rcvs[1], http.MethodPost, map[string]string{"Content-Type": "application/json", "X-Scope-OrgID": "team-r"}, js)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
+	}
 	// The owner has the spans once the forward returns; its workers may
 	// still be processing them.
-	waitFor(t, func() bool { return recs[0].count("team-r")+recs[1].count("team-r") == 80 })
-	if a, b := recs[0].got(), recs[1].got(); a != [2]int{40, 0} || b != [2]int{0, 40} {
+	waitFor(t, func() bool { return recs[0].count("team-r")+recs[1].count("team-r") == 120 })
+	if a, b := recs[0].got(), recs[1].got(); a != [2]int{60, 0} || b != [2]int{0, 60} {
 		t.Errorf("instance a got %v spans by trace parity, b got %v; want all even traces on a, odd on b", a, b)
 	}
-	if got := testutil.ToFloat64(spansReceived.WithLabelValues("team-r", protocolForwarded)); got != 40 {
-		t.Errorf("spans received as forwarded: %v, want 40", got)
+	if got := testutil.ToFloat64(spansReceived.WithLabelValues("team-r", protocolForwarded)); got != 60 {
+		t.Errorf("spans received as forwarded: %v, want 60", got)
 	}
 }
 

@@ -141,19 +141,29 @@ func (r *Receiver) export(ctx context.Context, dec func(any) error) (*coltracepb
 		requestsRejected.WithLabelValues(protocolGRPC, reason).Inc()
 		return nil, err
 	}
+	o := r.grpcOrigin(ctx)
 	err := raw.err
+	var pl *plan
 	if err == nil {
-		err = raw.batch.DecodeProto(raw.body)
+		rt, _ := r.routerOf(o) // a refusal is accept's to give
+		raw.batch, pl, err = r.planRaw(rt, o, tenant, protocolGRPC, raw.batch, raw.body)
+		if err == nil && pl == nil {
+			err = raw.batch.DecodeProto(raw.body)
+		}
 	}
 	if err != nil {
 		raw.batch.Release()
+		var rf Refusal
+		if errors.As(err, &rf) {
+			return nil, rf.GRPCStatus().Err()
+		}
 		if me := r.refuseMemory(protocolGRPC, err); me != nil {
 			return nil, me.GRPCStatus().Err()
 		}
 		requestsRejected.WithLabelValues(protocolGRPC, ReasonMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	rejected, reason, err := r.accept(r.grpcOrigin(ctx), tenant, protocolGRPC, raw.batch)
+	rejected, reason, err := r.accept(o, tenant, protocolGRPC, raw.batch, pl)
 	if err != nil {
 		raw.batch.Release()
 		var le Refusal

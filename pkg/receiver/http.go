@@ -91,20 +91,28 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 			fmt.Sprintf("unsupported Content-Encoding %q: send gzip or no encoding", enc))
 		return
 	}
+	o := origin{ctx: req.Context(), auth: req.Header.Get("Authorization"), orgID: req.Header.Get("X-Scope-OrgID")}
 	b := otlp.GetBatch()
 	b.Charge(r.gate)
+	var pl *plan
 	buf, err := b.ReadBody(body, size, int(limit))
-	if err == nil {
-		if asJSON {
-			err = b.DecodeJSON(buf)
-		} else {
+	switch {
+	case err != nil:
+	case asJSON:
+		err = b.DecodeJSON(buf)
+	default:
+		rt, _ := r.routerOf(o) // a refusal is accept's to give
+		if b, pl, err = r.planRaw(rt, o, tenant, protocolHTTP, b, buf); err == nil && pl == nil {
 			err = b.DecodeProto(buf)
 		}
 	}
 	if err != nil {
 		b.Release()
 		var timeout net.Error
+		var rf Refusal
 		switch me := r.refuseMemory(protocolHTTP, err); {
+		case errors.As(err, &rf):
+			writeRefusal(w, rf, asJSON)
 		case me != nil:
 			writeRefusal(w, me, asJSON)
 		case errors.Is(err, otlp.ErrTooLarge):
@@ -120,7 +128,7 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		return
 	}
-	rejected, reason, err := r.accept(origin{ctx: req.Context(), auth: req.Header.Get("Authorization"), orgID: req.Header.Get("X-Scope-OrgID")}, tenant, protocolHTTP, b)
+	rejected, reason, err := r.accept(o, tenant, protocolHTTP, b, pl)
 	if err != nil {
 		b.Release()
 		var le Refusal

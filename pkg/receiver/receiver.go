@@ -383,17 +383,28 @@ var (
 	errNotAdmitted  = errors.New("the tenant cannot be served")
 )
 
-// accept validates the batch's spans, queues what is left, or hands it to
-// the instances that own its traces, and returns the number of spans
-// refused with the reason to tell the sender. It takes ownership of b
-// unless it returns an error.
-func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch) (rejected int, reason string, err error) {
-	if b.SpanCount == 0 {
+// accept validates the batch's spans, queues what is this instance's and
+// hands the rest to the instances that own their traces: the parts of pl,
+// made before b was decoded (planRaw), or of b (planBatch). It returns the
+// number of spans refused with the reason to tell the sender. It takes
+// ownership of b unless it returns an error, and always of pl.
+//
+// The per-tenant limits apply to what this instance processes: the owner
+// of a forwarded part applies them to it.
+func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch, pl *plan) (rejected int, reason string, err error) {
+	drop := func() {
+		if pl != nil {
+			r.release(pl)
+			pl = nil
+		}
+	}
+	if b.SpanCount == 0 && pl == nil {
 		b.Release()
 		return 0, "", nil
 	}
 	rt, err := r.routerOf(o)
 	if err != nil {
+		drop()
 		r.refuse("", protocol, ReasonJoining, b.SpanCount)
 		return 0, "", err
 	}
@@ -404,6 +415,7 @@ func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch) (rej
 	// under it when refused: series per tenant stay bounded by max_tenants
 	// whatever ids senders make up.
 	if err := r.consumer.Admit(tenant); err != nil {
+		drop()
 		why := ReasonNotAdmitted
 		var rr interface{ RefusalReason() string }
 		if errors.As(err, &rr) {
@@ -413,17 +425,18 @@ func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch) (rej
 		return 0, "", fmt.Errorf("%w: %w", errNotAdmitted, err)
 	}
 	rejected, reason = r.validate(tenant, protocol, b)
-	if b.SpanCount == 0 {
-		b.Release()
-		return rejected, reason, nil
+	if pl == nil && rt != nil && b.SpanCount > 0 {
+		if pl, err = r.planBatch(rt, tenant, protocol, b); err != nil {
+			return 0, "", err
+		}
 	}
 	// After Admit, so that the limits' per-tenant state is bounded by
-	// max_tenants. On error b is unchanged and still the caller's. A
-	// forwarded request was limited where it came in.
-	if r.access.Limits != nil && !o.forwarded {
+	// max_tenants. On error b is unchanged and still the caller's.
+	if r.access.Limits != nil && b.SpanCount > 0 {
 		n := b.SpanCount
 		limited, why, err := r.access.Limits.Apply(tenant, b)
 		if err != nil {
+			drop()
 			var le *limits.Error
 			errors.As(err, &le)
 			r.refuse(tenant, protocol, le.Reason, n)
@@ -433,17 +446,17 @@ func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch) (rej
 			spansRejected.WithLabelValues(tenant, protocol, limits.ReasonTooManyAttributes).Add(float64(limited))
 			rejected, reason = rejected+limited, limits.JoinReasons(reason, why)
 		}
-		if b.SpanCount == 0 {
-			b.Release()
-			return rejected, reason, nil
-		}
 	}
-	if rt != nil {
-		more, why, err := r.route(rt, o, tenant, protocol, b)
+	if pl != nil {
+		more, why, err := r.deliver(pl, o, tenant, protocol, b)
 		if err != nil {
 			return 0, "", err
 		}
 		return rejected + more, limits.JoinReasons(reason, why), nil
+	}
+	if b.SpanCount == 0 {
+		b.Release()
+		return rejected, reason, nil
 	}
 	return rejected, reason, r.enqueue(tenant, protocol, b)
 }

@@ -227,12 +227,26 @@ func freeAddr(t *testing.T) string {
 // env added to the environment, and returns its go-plugin connection.
 func startPlugin(t *testing.T, env ...string) goplugin.ClientProtocol {
 	t.Helper()
+	return launchPlugin(t, buildPlugin(t), env...)
+}
+
+// buildPlugin builds the plugin binary once for the processes of a test.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "gpx_spangraph")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Dir = ".." // the plugin's main package is ./pkg
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// launchPlugin starts bin as Grafana does, with env added to the
+// environment, and returns its go-plugin connection; startPlugin is a
+// build and a launch.
+func launchPlugin(t *testing.T, bin string, env ...string) goplugin.ClientProtocol {
+	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)
 	client := goplugin.NewClient(&goplugin.ClientConfig{

@@ -7,15 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/spangraph/spangraph/pkg/otlptest"
+	"github.com/spangraph/spangraph/pkg/promtest"
 	"github.com/spangraph/spangraph/pkg/registry"
 	"github.com/spangraph/spangraph/pkg/store"
 )
@@ -175,115 +171,22 @@ func waitLive(t testing.TB, w *Writer, d time.Duration) {
 	})
 }
 
-// promServer runs the Debian package's server as a remote-write receiver.
+// promServer is a real Prometheus (package promtest), with the readers
+// these tests need.
 type promServer struct {
-	t       testing.TB
-	port    int
-	dataDir string
-	cfgFile string
-	logFile string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	*promtest.Server
+	t testing.TB
 }
 
 func startPrometheus(t testing.TB) *promServer {
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skip("prometheus binary not found (apt-get install -y prometheus); CI must have it")
-		}
-		t.Fatal("prometheus binary not found; CI must install the Debian package `prometheus`")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	dir := t.TempDir()
-	p := &promServer{
-		t:       t,
-		port:    port,
-		dataDir: filepath.Join(dir, "data"),
-		cfgFile: filepath.Join(dir, "prometheus.yml"),
-		logFile: filepath.Join(dir, "prometheus.log"),
-	}
-	if err := os.WriteFile(p.cfgFile, []byte("global:\n  scrape_interval: 1m\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p.start(bin)
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.logFile)
-			t.Logf("prometheus log:\n%s", b)
-		}
-	})
-	return p
+	return &promServer{Server: promtest.Start(t), t: t}
 }
-
-func (p *promServer) start(bin string) {
-	p.t.Helper()
-	logf, err := os.OpenFile(p.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin,
-		"--web.enable-remote-write-receiver",
-		"--enable-feature=native-histograms",
-		"--storage.tsdb.path="+p.dataDir,
-		"--config.file="+p.cfgFile,
-		"--web.listen-address="+p.addr(),
-	)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.exited = make(chan struct{})
-	go func() {
-		_ = p.cmd.Wait()
-		_ = logf.Close()
-		close(p.exited)
-	}()
-	waitFor(p.t, "prometheus ready", 30*time.Second, func() bool {
-		r, err := http.Get("http://" + p.addr() + "/-/ready")
-		if err != nil {
-			return false
-		}
-		_ = r.Body.Close()
-		return r.StatusCode == http.StatusOK
-	})
-}
-
-// restart starts it again on the same port and data directory.
-func (p *promServer) restart() { p.start(p.cmd.Path) }
-
-func (p *promServer) stop() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
-
-func (p *promServer) addr() string     { return "127.0.0.1:" + strconv.Itoa(p.port) }
-func (p *promServer) writeURL() string { return "http://" + p.addr() + "/api/v1/write" }
 
 // histogramCounts returns the raw native histogram samples (ms → count)
 // of the last hour of the series a selector picks.
 func (p *promServer) histogramCounts(selector string) map[int64]float64 {
 	p.t.Helper()
-	resp, err := http.Get("http://" + p.addr() + "/api/v1/query?query=" + url.QueryEscape(selector+"[1h]"))
+	resp, err := http.Get("http://" + p.Addr + "/api/v1/query?query=" + url.QueryEscape(selector+"[1h]"))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -325,7 +228,7 @@ func (p *promServer) samples(series int) map[int64]float64 {
 func (p *promServer) rawSamples(selector string) map[int64]float64 {
 	p.t.Helper()
 	q := selector + "[1h]"
-	resp, err := http.Get("http://" + p.addr() + "/api/v1/query?query=" + url.QueryEscape(q))
+	resp, err := http.Get("http://" + p.Addr + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -354,7 +257,7 @@ func (p *promServer) rawSamples(selector string) map[int64]float64 {
 // metric reads one of the server's own metrics (summed over labels).
 func (p *promServer) metric(name string) float64 {
 	p.t.Helper()
-	resp, err := http.Get("http://" + p.addr() + "/metrics")
+	resp, err := http.Get("http://" + p.Addr + "/metrics")
 	if err != nil {
 		p.t.Fatal(err)
 	}

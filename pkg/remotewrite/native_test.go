@@ -101,7 +101,7 @@ func TestShipNativeHistograms(t *testing.T) {
 	// catches up while Prometheus comes back. The catch-up offers again
 	// the histogram at its marker, which Prometheus 2.42 refuses as a
 	// duplicate where it takes a float: counted as delivered, not failed.
-	p.stop()
+	p.Stop()
 	e.collectFor(t, 500*time.Millisecond, 100*time.Millisecond)
 	w2.Stop()
 	e.setWriter(nil)
@@ -111,7 +111,7 @@ func TestShipNativeHistograms(t *testing.T) {
 	e.st = openStore(t, dataDir, "acme")
 	e.collectFor(t, 300*time.Millisecond, 100*time.Millisecond)
 	w3 := startWriter(t, cfg, "acme", e)
-	p.restart()
+	p.Restart()
 	for end := time.Now().Add(10 * time.Second); w3.Status()[0].CatchingUp && time.Now().Before(end); {
 		e.collectFor(t, 200*time.Millisecond, 100*time.Millisecond)
 	}

@@ -9,7 +9,7 @@ import (
 // out-of-order samples).
 
 func promConfig(p *promServer) string {
-	return "remote_write:\n  - url: " + p.writeURL() + "\n    name: prom\n" + fastQueue
+	return "remote_write:\n  - url: " + p.WriteURL() + "\n    name: prom\n" + fastQueue
 }
 
 // TestShipToPrometheus: what the store gets, Prometheus gets, same series,
@@ -42,10 +42,10 @@ func TestReceiverDown(t *testing.T) {
 	waitLive(t, w, 5*time.Second)
 
 	e.collectFor(t, 500*time.Millisecond, 100*time.Millisecond)
-	p.stop()
+	p.Stop()
 	e.collectFor(t, 2*time.Second, 100*time.Millisecond)
 	waitFor(t, "the outage in LastError", 5*time.Second, func() bool { return w.Status()[0].LastError != "" })
-	p.restart()
+	p.Restart()
 	e.collectFor(t, 500*time.Millisecond, 100*time.Millisecond)
 	assertAll(t, p, e, 15*time.Second)
 	if st := w.Status()[0]; st.SamplesFailed != 0 {
@@ -68,7 +68,7 @@ func TestRestartWhileReceiverDown(t *testing.T) {
 
 	e.collectFor(t, 500*time.Millisecond, 100*time.Millisecond)
 	assertAll(t, p, e, 30*time.Second) // generous: -race on a loaded machine
-	p.stop()
+	p.Stop()
 	e.collectFor(t, time.Second, 100*time.Millisecond)
 
 	// Spangraph stops: the queue cannot flush.
@@ -93,7 +93,7 @@ func TestRestartWhileReceiverDown(t *testing.T) {
 		t.Fatalf("status %+v: must still be catching up while the receiver is down", st)
 	}
 
-	p.restart()
+	p.Restart()
 	for end := time.Now().Add(10 * time.Second); w2.Status()[0].CatchingUp && time.Now().Before(end); {
 		e.collectFor(t, 200*time.Millisecond, 100*time.Millisecond)
 	}

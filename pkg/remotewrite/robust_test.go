@@ -157,7 +157,7 @@ const (
 func TestFlakyEndpointAndCrashes(t *testing.T) {
 	t.Parallel()
 	p := startPrometheus(t)
-	flaky := &flakyProxy{target: p.writeURL(), retried: map[string]int64{}}
+	flaky := &flakyProxy{target: p.WriteURL(), retried: map[string]int64{}}
 	proxy := httptest.NewServer(flaky)
 	t.Cleanup(proxy.Close)
 	cfgYAML := `

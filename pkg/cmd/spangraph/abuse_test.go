@@ -218,12 +218,21 @@ tenant_idle_timeout: 5s
 }
 
 // countedCalls adds up every call of service in the store, across the
-// counter resets of a tenant that was closed when idle and reopened: the
-// last value before each reset, and the last one.
+// counter resets of a tenant that was closed when idle and reopened.
 func countedCalls(t *testing.T, httpAddr, service string) float64 {
 	t.Helper()
-	q := `traces_spanmetrics_calls_total{service="` + service + `"}[1h]`
-	code, body := apiGet(t, httpAddr, "/api/v1/query", url.Values{"query": {q}}, nil)
+	return counterTotal(t, httpAddr, `traces_spanmetrics_calls_total{service="`+service+`"}`)
+}
+
+// counterTotal adds up the counters sel picks from their raw samples of
+// the last hour, through the query API at addr (Spangraph's or
+// Prometheus'), across counter resets (a restarted or reopened tenant
+// counts from zero again): the last value before each reset, and the last
+// one, as rate() counts them but without extrapolating.
+func counterTotal(t *testing.T, addr, sel string) float64 {
+	t.Helper()
+	q := sel + `[1h]`
+	code, body := apiGet(t, addr, "/api/v1/query", url.Values{"query": {q}}, nil)
 	var pr struct {
 		Data struct {
 			Result []struct {

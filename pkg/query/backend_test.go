@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	config_util "github.com/prometheus/common/config"
 
-	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -99,29 +98,7 @@ func backendFixture(t *testing.T) (*Querier, *store.Store) {
 		t.Fatal(err)
 	}
 
-	var all []series
-	all = append(all, edge("user", "frontend", "virtual_node", "server", 10, 0, 0.15)...)
-	all = append(all, edge("frontend", "checkout", "", "server", 8, 2, 0.3)...)
-	all = append(all, edge("checkout", "postgres", "database", "client", 4, 0, 0.05)...)
-	all = append(all, edge("checkout", "stripe", "virtual_node", "client", 1, 0, 0.6)...)
-	all = append(all,
-		calls("frontend", "GET /", "STATUS_CODE_UNSET", 10),
-		calls("checkout", "PlaceOrder", "STATUS_CODE_UNSET", 6),
-		calls("checkout", "PlaceOrder", "STATUS_CODE_ERROR", 2),
-		calls("checkout", "Refund", "STATUS_CODE_UNSET", 1),
-		latency("frontend", "GET /", "0.1", 5), latency("frontend", "GET /", "0.2", 10), latency("frontend", "GET /", "+Inf", 10),
-	)
-	fill(t, st, all)
-	app = st.Appender(context.Background())
-	_, err = app.AppendExemplar(0, labels.FromStrings("__name__", "traces_spanmetrics_latency_bucket", "service", "frontend", "span_name", "GET /",
-		"span_kind", "SPAN_KIND_SERVER", "status_code", "STATUS_CODE_UNSET", "le", "0.2"),
-		exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "0102"), Value: 0.15, Ts: end.UnixMilli(), HasTs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := app.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	fillFixture(t, st)
 	return NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil), st
 }
 

@@ -100,14 +100,10 @@ func latency(service, span string, le string, rate float64) series {
 		"span_kind", "SPAN_KIND_SERVER", "status_code", "STATUS_CODE_UNSET", "le", le}, rate}
 }
 
-func newQuerier(t *testing.T) *Querier {
+// fillFixture writes the fixture's series into st: four edges and the
+// RED table's series, with one exemplar.
+func fillFixture(t *testing.T, st *store.Store) {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: time.Hour, MaxExemplars: 100}, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	var all []series
 	all = append(all, edge("user", "frontend", "virtual_node", "server", 10, 0, 0.15)...)
 	all = append(all, edge("frontend", "checkout", "", "server", 8, 2, 0.3)...)
@@ -122,7 +118,7 @@ func newQuerier(t *testing.T) *Querier {
 	)
 	fill(t, st, all)
 	app := st.Appender(context.Background())
-	_, err = app.AppendExemplar(0, labels.FromStrings("__name__", "traces_spanmetrics_latency_bucket", "service", "frontend", "span_name", "GET /",
+	_, err := app.AppendExemplar(0, labels.FromStrings("__name__", "traces_spanmetrics_latency_bucket", "service", "frontend", "span_name", "GET /",
 		"span_kind", "SPAN_KIND_SERVER", "status_code", "STATUS_CODE_UNSET", "le", "0.2"),
 		exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "0102"), Value: 0.15, Ts: end.UnixMilli(), HasTs: true})
 	if err != nil {
@@ -131,6 +127,17 @@ func newQuerier(t *testing.T) *Querier {
 	if err := app.Commit(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func newQuerier(t *testing.T) *Querier {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.Open(t.TempDir(), tenant.Default, store.Options{Retention: time.Hour, MaxExemplars: 100}, logger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	fillFixture(t, st)
 	return NewQuerier(stores{tenant.Default: st}, DefaultConfig(), logger, nil)
 }
 

@@ -76,14 +76,29 @@ func testLogger() *slog.Logger {
 // memberlist needs a concrete port for the others to join.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	issuedMu.Lock()
+	defer issuedMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		// Forward addresses are never listened on here: the kernel may
+		// hand the same free port out twice, and two members with one
+		// address would look like one.
+		if !issued[port] {
+			issued[port] = true
+			return port
+		}
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	return port
 }
+
+var (
+	issuedMu sync.Mutex
+	issued   = map[int]bool{}
+)
 
 // member is one in-process ring member of a test.
 type member struct {

@@ -329,8 +329,11 @@ func TestLockBoundWhileEndpointHangs(t *testing.T) {
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
 		// The queues' hard stop may finish after Stop returns (up to the
-		// flush deadline); a sender that gives up does so by then.
-		for end := time.Now().Add(5 * time.Second); hanging.Load() > 0 && time.Now().Before(end); {
+		// flush deadline, and later when -race and a loaded machine slow
+		// the queues' goroutines down: 5 s was not always enough in CI).
+		// A sender that gives up does so well within 15 s; one that never
+		// does would wait for remote_timeout, 30 s.
+		for end := time.Now().Add(15 * time.Second); hanging.Load() > 0 && time.Now().Before(end); {
 			time.Sleep(20 * time.Millisecond)
 		}
 		close(released)

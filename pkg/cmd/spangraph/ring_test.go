@@ -336,6 +336,7 @@ func TestRing(t *testing.T) {
 	// loaded) goes when it starts again.
 	ring[2].restart(t, bin)
 	eventually(t, "every span accepted is in Prometheus", func() string {
+		calls(t, ring[2].http, "") // a query opens the tenant, and its remote write
 		if r := counterTotal(t, prom, `traces_spanmetrics_calls_total{`+ringSeries+`}`); r != float64(sent) {
 			return fmt.Sprintf("the ring wrote %v calls, the senders had %d accepted", r, sent)
 		}

@@ -260,13 +260,16 @@ func (r *Receiver) planRaw(rt Router, o origin, tenant, protocol string, b *otlp
 		return pl.partFor(tenant, id)
 	}, *pl.bufs, scratch)
 	*pl.bufs = dst
+	if err != nil || len(pl.parts) == 0 {
+		// A framing error can come after owners were found for spans
+		// whose parts were never written: there are no bodies to keep.
+		pl.parts = nil
+		r.release(pl)
+		return b, nil, nil
+	}
 	local := dst[0]
 	for i := range pl.parts {
 		pl.parts[i].body = dst[i+1]
-	}
-	if err != nil || len(pl.parts) == 0 {
-		r.release(pl)
-		return b, nil, nil
 	}
 	if !r.charge(pl, b.Reserved()) {
 		r.release(pl)

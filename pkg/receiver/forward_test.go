@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/spangraph/spangraph/pkg/auth"
@@ -286,5 +287,42 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A request whose framing breaks after spans another instance owns is
+// refused as malformed, whole, like any other: nothing is forwarded.
+func TestRouteMalformed(t *testing.T) {
+	_, recs, rcvs := pair(t, Access{})
+	good := traces(1, time.Now()) // trace 0: this instance's
+	// A second resource: a span of trace 1 (the other instance's), then a
+	// span field that claims 5 bytes and has 1.
+	odd := traces(2, time.Now()).ResourceSpans[0].ScopeSpans[0].Spans[1]
+	scope := protowire.AppendTag(nil, 2, protowire.BytesType)
+	scope = protowire.AppendBytes(scope, otlptest.Marshal(t, odd))
+	scope = append(scope, 0x12, 0x05, 0x0a)
+	rs := protowire.AppendTag(nil, 2, protowire.BytesType)
+	rs = protowire.AppendBytes(rs, scope)
+	body := otlptest.Marshal(t, good)
+	body = protowire.AppendTag(body, 1, protowire.BytesType)
+	body = protowire.AppendBytes(body, rs)
+	resp, out := post(t, rcvs[0], http.MethodPost, map[string]string{"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "team-bad"}, body)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("HTTP %d %s, want 400", resp.StatusCode, out)
+	}
+	// Over gRPC a panic here would take the process down.
+	conn, err := grpc.NewClient(rcvs[0].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-scope-orgid", "team-bad")
+	var reply coltracepb.ExportTraceServiceResponse
+	err = conn.Invoke(ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", &body, &reply, grpc.ForceCodec(bytesCodec{}))
+	if grpcstatus.Code(err) != codes.InvalidArgument {
+		t.Errorf("over gRPC: %v, want InvalidArgument", err)
+	}
+	if recs[0].count("team-bad")+recs[1].count("team-bad") != 0 {
+		t.Error("spans of a malformed request were processed")
 	}
 }

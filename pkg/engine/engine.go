@@ -306,7 +306,10 @@ func (e *Engine) Stop(ctx context.Context) {
 	}
 	if e.cluster != nil {
 		// Out of the ring first, so that the others stop forwarding here
-		// before the receiver closes: a clean stop refuses nothing.
+		// before the receiver closes: a clean stop refuses nothing they
+		// forward. Its own senders are told to retry (elsewhere) at once,
+		// since their spans could not be forwarded once it has left.
+		e.receiver.Drain()
 		if err := e.cluster.Stop(ctx); err != nil {
 			e.logger.Warn("leaving the ring did not finish cleanly; the others skip this instance once its heartbeat is cluster.heartbeat_timeout old", "err", err)
 		}

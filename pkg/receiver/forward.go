@@ -80,6 +80,12 @@ func (r *Receiver) SetRouter(rt Router) { r.router.Store(&routerBox{rt}) }
 // on: call it once the instance is in the ring.
 func (r *Receiver) StartRouting() { r.routing.Store(true) }
 
+// Drain makes the receiver refuse senders' spans with a retryable answer
+// while it still takes what the ring's members forward: a member leaving
+// the ring could forward its senders' spans no more, and the others keep
+// forwarding to it until they see it leave.
+func (r *Receiver) Drain() { r.draining.Store(true) }
+
 // AwaitRouter makes the receiver refuse spans, with a retryable answer,
 // until it routes them: an instance that will be in a ring must not
 // process spans it does not own while it joins. Call it before Start.
@@ -426,6 +432,8 @@ func (r *Receiver) routerOf(o origin) (Router, error) {
 	switch {
 	case o.forwarded:
 		return nil, nil
+	case r.draining.Load():
+		return nil, errShuttingDown
 	case box != nil && r.routing.Load():
 		return box.Router, nil
 	case r.awaitRouter || box != nil:

@@ -326,3 +326,20 @@ func TestRouteMalformed(t *testing.T) {
 		t.Error("spans of a malformed request were processed")
 	}
 }
+
+// A draining member (leaving its ring) refuses its senders, retryably, and
+// still takes what the other members forward to it.
+func TestDrain(t *testing.T) {
+	_, recs, rcvs := pair(t, Access{})
+	rcvs[1].Drain()
+	resp, body := post(t, rcvs[1], http.MethodPost, map[string]string{"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "team-d"}, otlptest.Marshal(t, traces(4, time.Now())))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "shutting down") {
+		t.Fatalf("a sender of a draining member: HTTP %d %s, want 503 with Retry-After", resp.StatusCode, body)
+	}
+	// Instance a still forwards b's traces to it.
+	resp, body = post(t, rcvs[0], http.MethodPost, map[string]string{"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "team-d"}, otlptest.Marshal(t, traces(4, time.Now())))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d %s", resp.StatusCode, body)
+	}
+	waitFor(t, func() bool { return recs[0].count("team-d") == 4 && recs[1].count("team-d") == 4 })
+}

@@ -243,6 +243,7 @@ type Receiver struct {
 
 	router      atomic.Pointer[routerBox]
 	routing     atomic.Bool
+	draining    atomic.Bool
 	awaitRouter bool
 	// forwardFails and forwardLogged pace the log of failed forwards.
 	forwardFails  atomic.Int64
@@ -405,7 +406,11 @@ func (r *Receiver) accept(o origin, tenant, protocol string, b *otlp.Batch, pl *
 	rt, err := r.routerOf(o)
 	if err != nil {
 		drop()
-		r.refuse("", protocol, ReasonJoining, b.SpanCount)
+		why := ReasonJoining
+		if errors.Is(err, errShuttingDown) {
+			why = ReasonShuttingDown
+		}
+		r.refuse("", protocol, why, b.SpanCount)
 		return 0, "", err
 	}
 	if o.forwarded {

@@ -447,7 +447,12 @@ func (c *Cluster) stopLocked(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
-	c.view.Store(nil) // a stopped instance is in no ring
+	// A stopped instance is in no ring, but the members it knew may still
+	// forward to it until they see it leave: IsMember keeps knowing them,
+	// so that what they forward is taken, not routed again.
+	if v := c.view.Load(); v != nil {
+		c.view.Store(&memberView{hosts: v.hosts})
+	}
 	if err := services.StopAndAwaitTerminated(ctx, c.ring); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: stop ring client: %w", err))
 	}

@@ -110,6 +110,11 @@ func TestStopHandsOverOnlyTheLeaversKeys(t *testing.T) {
 	if h := leaver.Health(); h.State != "" {
 		t.Errorf("stopped member still sees itself in the ring as %q", h.State)
 	}
+	// The others may forward to it until they see it leave: it still
+	// knows them.
+	if !leaver.IsMember("127.0.0.1") {
+		t.Error("a stopped member no longer knows the members that may still forward to it")
+	}
 
 	after0 := owners(t, ms[0], "t", tids)
 	after1 := owners(t, ms[1], "t", tids)

@@ -287,9 +287,13 @@ func (b *Batch) decodeSpan(data []byte) error {
 			switch num {
 			case 1:
 				s.traceIDLen = clampLen(len(v))
+				// A repeated id field replaces the whole id, not its
+				// first bytes: the last one wins, as in protobuf.
+				s.TraceID = [16]byte{}
 				copy(s.TraceID[:], v)
 			case 2:
 				s.spanIDLen = clampLen(len(v))
+				s.SpanID = [8]byte{}
 				copy(s.SpanID[:], v)
 			case 3:
 				if s.TraceState, ok = str(v); !ok {
@@ -297,6 +301,7 @@ func (b *Batch) decodeSpan(data []byte) error {
 				}
 			case 4:
 				s.parentLen = clampLen(len(v))
+				s.ParentSpanID = [8]byte{}
 				copy(s.ParentSpanID[:], v)
 			case 5:
 				if s.Name, ok = str(v); !ok {

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // exportMethod is OTLP's trace export RPC, which every member serves on its
@@ -53,10 +52,9 @@ func (rawClientCodec) Name() string { return proto.Name }
 // connection per member is kept and closed when the member leaves.
 func (c *Cluster) Forward(ctx context.Context, addr string, md map[string]string, body []byte) (rejected int64, msg string, err error) {
 	start := time.Now()
-	spans := countSpans(body)
 	cc, err := c.conn(addr)
 	if err != nil {
-		c.metrics.observeForward(status.Code(err).String(), spans, 0, 0, time.Since(start))
+		c.metrics.observeForward(status.Code(err).String(), 0, time.Since(start))
 		return 0, "", err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ForwardTimeout)
@@ -67,7 +65,7 @@ func (c *Cluster) Forward(ctx context.Context, addr string, md map[string]string
 	err = cc.Invoke(ctx, exportMethod, &rawBody{body}, &resp)
 	took := time.Since(start)
 	if err != nil {
-		c.metrics.observeForward(status.Code(err).String(), spans, 0, len(body), took)
+		c.metrics.observeForward(status.Code(err).String(), len(body), took)
 		return 0, "", err
 	}
 	ps := resp.GetPartialSuccess()
@@ -76,7 +74,7 @@ func (c *Cluster) Forward(ctx context.Context, addr string, md map[string]string
 	if rejected > 0 || msg != "" {
 		outcome = outcomePartialSuccess
 	}
-	c.metrics.observeForward(outcome, spans, int(rejected), len(body), took)
+	c.metrics.observeForward(outcome, len(body), took)
 	return rejected, msg, nil
 }
 
@@ -109,44 +107,4 @@ func (c *Cluster) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	c.conns[addr] = cc
 	return cc, nil
-}
-
-// countSpans counts the spans of an encoded ExportTraceServiceRequest
-// (resource_spans = 1 → scope_spans = 2 → spans = 2) by walking field tags
-// and lengths only, for the forwarded-spans metric. A malformed body counts
-// what could be read.
-func countSpans(b []byte) int {
-	n := 0
-	forEachField(b, 1, func(rs []byte) {
-		forEachField(rs, 2, func(ss []byte) {
-			forEachField(ss, 2, func([]byte) { n++ })
-		})
-	})
-	return n
-}
-
-// forEachField calls f with the bytes of every length-delimited field num
-// of the message b.
-func forEachField(b []byte, num protowire.Number, f func([]byte)) {
-	for len(b) > 0 {
-		n, typ, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return
-		}
-		b = b[l:]
-		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(b)
-			if l < 0 {
-				return
-			}
-			f(v)
-			b = b[l:]
-			continue
-		}
-		l = protowire.ConsumeFieldValue(n, typ, b)
-		if l < 0 {
-			return
-		}
-		b = b[l:]
-	}
 }

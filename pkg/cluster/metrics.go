@@ -12,7 +12,6 @@ import (
 const (
 	outcomeSuccess        = "success"
 	outcomePartialSuccess = "partial_success"
-	outcomeRejected       = "rejected"
 )
 
 // unhealthyState labels members whose heartbeat is older than the timeout,
@@ -21,7 +20,6 @@ const unhealthyState = "Unhealthy"
 
 type metrics struct {
 	forwardRequests *prometheus.CounterVec
-	forwardSpans    *prometheus.CounterVec
 	forwardBytes    prometheus.Counter
 	forwardDuration prometheus.Histogram
 }
@@ -31,10 +29,6 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 		forwardRequests: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "spangraph_cluster_forward_requests_total",
 			Help: "Requests forwarded to the ring member owning their traces, by outcome (success, partial_success, or the gRPC status code).",
-		}, []string{"outcome"}),
-		forwardSpans: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
-			Name: "spangraph_cluster_forward_spans_total",
-			Help: "Spans in forwarded requests, by outcome (success, rejected by the owner, or the gRPC status code that failed the request).",
 		}, []string{"outcome"}),
 		forwardBytes: promauto.With(reg).NewCounter(prometheus.CounterOpts{
 			Name: "spangraph_cluster_forward_sent_bytes_total",
@@ -63,22 +57,14 @@ func newMetrics(reg prometheus.Registerer, c *Cluster) *metrics {
 	return m
 }
 
-// observeForward records one forwarded request.
-func (m *metrics) observeForward(outcome string, spans, rejected int, bytes int, took time.Duration) {
+// observeForward records one forwarded request. Its spans are counted by
+// the receiver, which knows them without reading the body again
+// (spangraph_receiver_spans_forwarded_total, and spans_rejected_total with
+// reason="forward_failed").
+func (m *metrics) observeForward(outcome string, bytes int, took time.Duration) {
 	m.forwardRequests.WithLabelValues(outcome).Inc()
 	m.forwardBytes.Add(float64(bytes))
 	m.forwardDuration.Observe(took.Seconds())
-	switch outcome {
-	case outcomeSuccess, outcomePartialSuccess:
-		if accepted := spans - rejected; accepted > 0 {
-			m.forwardSpans.WithLabelValues(outcomeSuccess).Add(float64(accepted))
-		}
-		if rejected > 0 {
-			m.forwardSpans.WithLabelValues(outcomeRejected).Add(float64(rejected))
-		}
-	default:
-		m.forwardSpans.WithLabelValues(outcome).Add(float64(spans))
-	}
 }
 
 var membersDesc = prometheus.NewDesc(

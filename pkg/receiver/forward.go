@@ -139,6 +139,12 @@ type plan struct {
 	// bufs are the pooled buffers: [0] the local part of a raw request,
 	// [i] part i's body.
 	bufs *[][]byte
+	// The last trace id looked up and its part: the spans of a trace
+	// mostly come one after another, and the ring lookup was a third of
+	// the cost of splitting a request.
+	lastID   [16]byte
+	lastPart int
+	looked   bool
 }
 
 // partsPool keeps the per-span part numbers between requests, splitPool
@@ -174,6 +180,18 @@ func (pl *plan) body(i int) []byte {
 // partFor returns the number of addr's part in pl, 0 for this instance,
 // adding a part the first time.
 func (pl *plan) partFor(tenant string, id [16]byte) int {
+	if pl.looked && id == pl.lastID {
+		if pl.lastPart > 0 {
+			pl.parts[pl.lastPart-1].spans++
+		}
+		return pl.lastPart
+	}
+	pl.looked, pl.lastID = true, id
+	pl.lastPart = pl.owner(tenant, id)
+	return pl.lastPart
+}
+
+func (pl *plan) owner(tenant string, id [16]byte) int {
 	addr, self, err := pl.rt.Owner(tenant, id)
 	if err != nil || self {
 		// With no healthy owner in view this instance is the best place

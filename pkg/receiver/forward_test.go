@@ -1,10 +1,12 @@
 package receiver
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -150,14 +152,30 @@ func TestRouteByTraceID(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
 	}
+	// A trace's spans one after another, as a service's SDK sends them:
+	// they share one ring lookup, and their part must count them all.
+	var spans []*tracepb.Span
+	for _, ss := range req.ResourceSpans {
+		spans = append(spans, ss.ScopeSpans[0].Spans...)
+	}
+	sort.SliceStable(spans, func(i, j int) bool { return bytes.Compare(spans[i].TraceId, spans[j].TraceId) < 0 })
+	resp, body = post(t, rcvs[0], http.MethodPost, map[string]string{"Content-Type": "application/x-protobuf", "X-Scope-OrgID": "team-r"}, otlptest.Marshal(t, otlptest.Request(otlptest.Service("both", spans...))))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
+	}
 	// The owner has the spans once the forward returns; its workers may
 	// still be processing them.
-	waitFor(t, func() bool { return recs[0].count("team-r")+recs[1].count("team-r") == 120 })
-	if a, b := recs[0].got(), recs[1].got(); a != [2]int{60, 0} || b != [2]int{0, 60} {
+	waitFor(t, func() bool { return recs[0].count("team-r")+recs[1].count("team-r") == 160 })
+	if a, b := recs[0].got(), recs[1].got(); a != [2]int{80, 0} || b != [2]int{0, 80} {
 		t.Errorf("instance a got %v spans by trace parity, b got %v; want all even traces on a, odd on b", a, b)
 	}
-	if got := testutil.ToFloat64(spansReceived.WithLabelValues("team-r", protocolForwarded)); got != 60 {
-		t.Errorf("spans received as forwarded: %v, want 60", got)
+	if got := testutil.ToFloat64(spansReceived.WithLabelValues("team-r", protocolForwarded)); got != 80 {
+		t.Errorf("spans received as forwarded: %v, want 80", got)
+	}
+	// The senders count the spans of each part; a trace's spans come one
+	// after another and share one ring lookup.
+	if got := testutil.ToFloat64(spansForwarded.WithLabelValues("team-r")); got != 80 {
+		t.Errorf("spans counted as forwarded by the senders: %v, want 80", got)
 	}
 }
 

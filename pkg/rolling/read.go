@@ -120,6 +120,20 @@ func (r *Reader) LabelValues(label string, ms []*labels.Matcher) []string {
 		if ix == nil {
 			return nil
 		}
+		if label == "le" {
+			// The bucket bounds are the index's keys: one series that
+			// matches is enough for each, where scanning every series
+			// of a histogram cost the node graph a tenth of its time.
+			for le, list := range ix.byLE {
+				for _, s := range list {
+					if matches(s.labels, ms) {
+						seen[le] = true
+						break
+					}
+				}
+			}
+			continue
+		}
 		for _, s := range ix.all {
 			if v := s.labels.Get(label); v != "" && !seen[v] && matches(s.labels, ms) {
 				seen[v] = true

@@ -1,6 +1,7 @@
 package rolling
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -155,5 +156,45 @@ func TestRefusedWindowIsNotWhole(t *testing.T) {
 	st.Close()
 	if pool.InUse() != 0 {
 		t.Errorf("%d bytes still taken after Close", pool.InUse())
+	}
+}
+
+// TestLabelValues: the values of a label on the series that match, the
+// bucket bounds read from the index as any other label is read from the
+// series, with and without matchers that leave some bounds out.
+func TestLabelValues(t *testing.T) {
+	st := New(1<<40, nil)
+	st.from, st.filled = 0, true
+	bucket := "traces_spanmetrics_latency_bucket"
+	l := func(service, le string) labels.Labels {
+		return labels.FromStrings("__name__", bucket, "le", le, "service", service)
+	}
+	st.apply(1000, []pendingSample{
+		{l("a", "0.1"), 1000, 1}, {l("a", "+Inf"), 1000, 1},
+		{l("b", "0.1"), 1000, 1}, {l("b", "1.0"), 1000, 1}, {l("b", "+Inf"), 1000, 1},
+		{labels.FromStrings("__name__", bucket, "service", "c"), 1000, 1},
+	})
+	r, ok := st.Read(0, 2000)
+	if !ok {
+		t.Fatal("the window is not whole")
+	}
+	defer r.Close()
+	name := labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, bucket)
+	for _, tc := range []struct {
+		label string
+		ms    []*labels.Matcher
+		want  string
+	}{
+		{"le", []*labels.Matcher{name}, "+Inf 0.1 1.0"},
+		{"le", []*labels.Matcher{name, labels.MustNewMatcher(labels.MatchEqual, "service", "a")}, "+Inf 0.1"},
+		{"le", []*labels.Matcher{name, labels.MustNewMatcher(labels.MatchEqual, "service", "c")}, ""},
+		{"le", []*labels.Matcher{name, labels.MustNewMatcher(labels.MatchNotEqual, "le", "+Inf")}, "0.1 1.0"},
+		{"le", []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, "nothing")}, ""},
+		{"service", []*labels.Matcher{name}, "a b c"},
+		{"service", []*labels.Matcher{name, labels.MustNewMatcher(labels.MatchEqual, "le", "1.0")}, "b"},
+	} {
+		if got := strings.Join(r.LabelValues(tc.label, tc.ms), " "); got != tc.want {
+			t.Errorf("LabelValues(%s, %v) = %q, want %q", tc.label, tc.ms, got, tc.want)
+		}
 	}
 }

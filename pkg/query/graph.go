@@ -223,8 +223,8 @@ func (q *Querier) ServiceGraph(ctx context.Context, tenant string, o GraphOption
 		tbl.column(metricClientSeconds+"_sum", extra, &cliSum),
 		tbl.column(metricClientSeconds+"_count", extra, &cliCount),
 	}
-	// The buckets are most of the series; one job per bound spreads them
-	// over the cores.
+	// The buckets are most of the series (see bucketColumns for how
+	// each source reads them best).
 	_, onePass := src.(*rollingSource)
 	srvBuckets := tbl.bucketColumns(metricServerSeconds+"_bucket", srvBounds, extra, onePass, &jobs)
 	cliBuckets := tbl.bucketColumns(metricClientSeconds+"_bucket", cliBounds, extra, onePass, &jobs)
@@ -357,39 +357,41 @@ type bucketColumns []struct {
 func (t *edgeTable) bucketColumns(metric string, les []string, extra []*labels.Matcher, onePass bool, jobs *[]windowJob) bucketColumns {
 	// Sized once: the jobs keep pointers into it.
 	out := make(bucketColumns, len(les))
-	col := make(map[uint64]int, len(les))
 	for i, le := range les {
 		out[i].bound, _ = strconv.ParseFloat(le, 64)
-		if !onePass {
+	}
+	if !onePass {
+		for i, le := range les {
 			only := labels.MustNewMatcher(labels.MatchEqual, "le", le)
 			*jobs = append(*jobs, t.column(metric, append(slices.Clone(extra), only), &out[i].rates))
-			continue
 		}
+		return out
+	}
+	// Bounds written alike ("1" and "1.0") share the first's column, as
+	// the quantile would add them up.
+	col := make(map[uint64]int, len(les))
+	for i := range out {
 		out[i].rates = make([]float64, len(t.keys))
-		// Bounds written alike ("1" and "1.0") share the first's column,
-		// as the quantile would add them up.
 		if _, ok := col[math.Float64bits(out[i].bound)]; !ok {
 			col[math.Float64bits(out[i].bound)] = i
 		}
 	}
-	if onePass {
-		*jobs = append(*jobs, windowJob{
-			matchers: withName(metric, extra...),
-			add: func(_ labels.Labels, k seriesKey, r float64) {
-				b, ok := k.bound()
-				if !ok {
-					return
-				}
-				c, ok := col[math.Float64bits(b)]
-				if !ok {
-					return
-				}
-				if i, ok := t.find(k.full()); ok {
-					out[c].rates[i] += r
-				}
-			},
-		})
-	}
+	*jobs = append(*jobs, windowJob{
+		matchers: withName(metric, extra...),
+		add: func(_ labels.Labels, k seriesKey, r float64) {
+			b, ok := k.bound()
+			if !ok {
+				return
+			}
+			c, ok := col[math.Float64bits(b)]
+			if !ok {
+				return
+			}
+			if i, ok := t.find(k.full()); ok {
+				out[c].rates[i] += r
+			}
+		},
+	})
 	return out
 }
 

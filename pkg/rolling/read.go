@@ -122,8 +122,8 @@ func (r *Reader) LabelValues(label string, ms []*labels.Matcher) []string {
 		}
 		if label == "le" {
 			// The bucket bounds are the index's keys: one series that
-			// matches is enough for each, where scanning every series
-			// of a histogram cost the node graph a tenth of its time.
+			// matches is enough for each, instead of a scan of every
+			// series of the histogram.
 			for le, list := range ix.byLE {
 				for _, s := range list {
 					if matches(s.labels, ms) {

@@ -7,9 +7,7 @@ import (
 
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -63,11 +61,7 @@ func TestAuthAndLimits(t *testing.T) {
 		t.Fatalf("rate: %d %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 
-	conn, err := grpc.NewClient(r.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, r.GRPCAddr())
 	client := coltracepb.NewTraceServiceClient(conn)
 	_, err = client.Export(context.Background(), spans(1, now))
 	if grpcstatus.Code(err) != codes.Unauthenticated {

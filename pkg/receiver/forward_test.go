@@ -133,11 +133,7 @@ func TestRouteByTraceID(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("HTTP %d: %s", resp.StatusCode, body)
 	}
-	conn, err := grpc.NewClient(rcvs[1].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, rcvs[1].GRPCAddr())
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-scope-orgid", "team-r")
 	if _, err := coltracepb.NewTraceServiceClient(conn).Export(ctx, req); err != nil {
 		t.Fatal(err)
@@ -186,16 +182,12 @@ func TestForwardedMarkOnlyFromMembers(t *testing.T) {
 	for _, members := range []map[string]bool{{"127.0.0.1": true}, {}} {
 		rings[1].members = members
 		before := recs[0].got()
-		conn, err := grpc.NewClient(rcvs[1].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := dialGRPC(t, rcvs[1].GRPCAddr())
 		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-scope-orgid", "team-m", ForwardedKey, "a")
 		// Only even traces: instance a owns them all.
 		if _, err := coltracepb.NewTraceServiceClient(conn).Export(ctx, traces(1, time.Now())); err != nil {
 			t.Fatal(err)
 		}
-		conn.Close()
 		if members["127.0.0.1"] {
 			waitFor(t, func() bool { return recs[1].count("team-m") == 2 })
 			if recs[0].got() != before {
@@ -276,11 +268,7 @@ func TestAwaitRouter(t *testing.T) {
 	}
 	// Joining: the members' forwards are taken, the senders' still not.
 	r.SetRouter(&parityRing{self: 0, addrs: [2]string{r.GRPCAddr(), r.GRPCAddr()}, members: map[string]bool{"127.0.0.1": true}})
-	conn, err := grpc.NewClient(r.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, r.GRPCAddr())
 	ctx := metadata.AppendToOutgoingContext(context.Background(), ForwardedKey, "b")
 	if _, err := coltracepb.NewTraceServiceClient(conn).Export(ctx, traces(1, time.Now())); err != nil {
 		t.Errorf("a member's forward while joining: %v", err)
@@ -329,14 +317,10 @@ func TestRouteMalformed(t *testing.T) {
 		t.Fatalf("HTTP %d %s, want 400", resp.StatusCode, out)
 	}
 	// Over gRPC a panic here would take the process down.
-	conn, err := grpc.NewClient(rcvs[0].GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, rcvs[0].GRPCAddr())
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-scope-orgid", "team-bad")
 	var reply coltracepb.ExportTraceServiceResponse
-	err = conn.Invoke(ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", &body, &reply, grpc.ForceCodec(bytesCodec{}))
+	err := conn.Invoke(ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", &body, &reply, grpc.ForceCodec(bytesCodec{}))
 	if grpcstatus.Code(err) != codes.InvalidArgument {
 		t.Errorf("over gRPC: %v, want InvalidArgument", err)
 	}

@@ -292,11 +292,7 @@ func TestGRPC(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxRequestBytes = 1 << 16
 	r := start(t, cfg, rec)
-	conn, err := grpc.NewClient(r.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, r.GRPCAddr())
 	client := coltracepb.NewTraceServiceClient(conn)
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-scope-orgid", "team-b")
 
@@ -354,4 +350,16 @@ func TestGRPC(t *testing.T) {
 	if got := rec.count("team-b"); got != 10 {
 		t.Errorf("consumer got %d spans, want 10", got)
 	}
+}
+
+// dialGRPC connects to a receiver's OTLP/gRPC address, closed when the
+// test ends.
+func dialGRPC(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

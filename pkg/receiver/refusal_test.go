@@ -16,7 +16,6 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -181,11 +180,7 @@ func TestRefusesOnlyTheBadSpans(t *testing.T) {
 // exportRaw sends body as an OTLP/gRPC export request.
 func exportRaw(t *testing.T, r *Receiver, body []byte) *coltracepb.ExportTraceServiceResponse {
 	t.Helper()
-	conn, err := grpc.NewClient(r.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, r.GRPCAddr())
 	resp := &coltracepb.ExportTraceServiceResponse{}
 	msg := rawBytes(body) // proto.Marshal would refuse to write it
 	if err := conn.Invoke(context.Background(), "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
